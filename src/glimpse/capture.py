@@ -1,0 +1,223 @@
+"""Teacher-forced capture of language-model attention and its per-token gradients.
+
+`Capture` swaps the language model's attention for `capture_attention`, registered through
+transformers' attention interface: it computes the attention probabilities explicitly (with an
+explicit causal and padding mask) whatever implementation the model was loaded with, while the
+vision tower keeps its own attention. During the backward pass of each answer token, a tensor hook
+hands every layer's attention and gradient to the method's `reduce_layer` as soon as the gradient
+reaches that layer, so only the reduced form outlives the layer's backward step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
+
+from .errors import CaptureError
+from .models.layout import SequenceLayout
+
+CAPTURE_NAME = "glimpse_capture"
+Reducer = Callable[[torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
+
+
+@dataclass
+class TokenTrace:
+    """What capture saw for one answer token: its query row, probability and reduced layers."""
+
+    position: int
+    token_id: int
+    prob: float
+    logit: float
+    layers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+    @property
+    def query(self) -> int:
+        return self.position - 1
+
+
+@dataclass
+class Trace:
+    tokens: list[TokenTrace]
+    n_layers: int
+    n_heads: int
+
+
+class _Recorder:
+    """Holds each layer's attention during one capture and reduces its gradient on arrival."""
+
+    def __init__(self, reduce_layer: Reducer, layers: set[int] | None, bidirectional: torch.Tensor | None) -> None:
+        self.reduce_layer = reduce_layer
+        self.wanted = layers
+        self.bidirectional = bidirectional
+        self.attn: dict[int, torch.Tensor] = {}
+        self.query: int | None = None
+        self.reduced: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(self, module: Any, probs: torch.Tensor) -> None:
+        layer = getattr(module, "layer_idx", None)
+        layer = len(self.attn) if layer is None else int(layer)
+        self._check_causal(layer, probs)
+        self.attn[layer] = probs
+        if probs.requires_grad and (self.wanted is None or layer in self.wanted):
+            probs.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
+
+    def _check_causal(self, layer: int, probs: torch.Tensor) -> None:
+        future = torch.triu(torch.ones(probs.shape[-2:], dtype=torch.bool, device=probs.device), diagonal=1)
+        if self.bidirectional is not None:
+            future &= ~self.bidirectional.to(probs.device)
+        leak = probs.detach()[..., future]
+        if leak.numel() and float(leak.abs().max()) > 1e-6:
+            raise CaptureError(
+                f"language-model layer {layer} attends to future tokens: its attention mask is missing or not "
+                "causal, so the explanation would be wrong")
+
+    def _on_grad(self, layer: int, grad: torch.Tensor) -> None:
+        if self.query is None:
+            return
+        attn = self.attn[layer]
+        self.reduced[layer] = self.reduce_layer(attn[0].detach(), grad[0].detach().float(), self.query)
+
+
+_ACTIVE: list[_Recorder] = []
+
+
+def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
+    if groups == 1:
+        return states
+    b, h, n, d = states.shape
+    return states[:, :, None].expand(b, h, groups, n, d).reshape(b, h * groups, n, d)
+
+
+def _causal_mask(q_len: int, k_len: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # Queries are the last q_len keys (no cache offset in a teacher-forced pass).
+    q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
+    k_pos = torch.arange(k_len, device=device)[None, :]
+    mask = torch.zeros(q_len, k_len, dtype=dtype, device=device)
+    return mask.masked_fill(k_pos > q_pos, torch.finfo(dtype).min)[None, None]
+
+
+def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with explicit probabilities, recorded for glimpse (dropout is never applied)."""
+    if not _ACTIVE:
+        raise CaptureError("glimpse's capture attention was called outside a capture")
+    groups = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+    scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling
+    softcap = kwargs.get("softcap")
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is None:
+        if getattr(module, "is_causal", True):
+            scores = scores + _causal_mask(scores.shape[-2], scores.shape[-1], scores.dtype, scores.device)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[..., : key.shape[-2]], torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask[..., : key.shape[-2]].float()
+    probs = torch.softmax(scores, dim=-1)
+    output = torch.matmul(probs.to(value.dtype), value)
+    _ACTIVE[-1].record(module, probs)
+    return output.transpose(1, 2).contiguous(), probs
+
+
+def _language_layer_count(model: Any) -> int:
+    config = getattr(model.config, "text_config", model.config)
+    return int(config.num_hidden_layers)
+
+
+class Capture:
+    """Context manager that captures the language model's attention for one explanation.
+
+    On exit (also after an exception) it restores the model's attention implementation,
+    parameter flags and train/eval mode, removes its hooks and unregisters its attention function.
+    """
+
+    def __init__(self, model: Any, text_config_key: str, reduce_layer: Reducer, layers: list[int] | None = None,
+                 bidirectional: torch.Tensor | None = None) -> None:
+        self.model = model
+        self.text_config_key = text_config_key
+        self.recorder = _Recorder(reduce_layer, None if layers is None else set(layers), bidirectional)
+        self.layers = layers
+        self._saved: dict[str, Any] = {}
+        self._hook = None
+
+    def __enter__(self) -> "Capture":
+        AttentionInterface.register(CAPTURE_NAME, capture_attention)
+        AttentionMaskInterface.register(CAPTURE_NAME, eager_mask)
+        model = self.model
+        sub = getattr(model.config, self.text_config_key, None)
+        self._saved = {
+            "impl": (sub if sub is not None else model.config)._attn_implementation,
+            "training": model.training,
+            "grad": [p.requires_grad for p in model.parameters()],
+        }
+        _ACTIVE.append(self.recorder)
+        try:
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            # Gradients must reach the attention even when no parameter requires them.
+            self._hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+            model.set_attn_implementation(self._impl(CAPTURE_NAME))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _impl(self, name: str) -> Any:
+        return {self.text_config_key: name} if getattr(self.model.config, self.text_config_key, None) is not None else name
+
+    def __exit__(self, *exc: Any) -> None:
+        model = self.model
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self._saved:
+            if self._saved["impl"] != CAPTURE_NAME:
+                model.set_attn_implementation(self._impl(self._saved["impl"]))
+            for p, flag in zip(model.parameters(), self._saved["grad"]):
+                p.requires_grad_(flag)
+            model.train(self._saved["training"])
+            self._saved = {}
+        if self.recorder in _ACTIVE:
+            _ACTIVE.remove(self.recorder)
+        if not _ACTIVE:
+            AttentionInterface._global_mapping.pop(CAPTURE_NAME, None)
+            ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(CAPTURE_NAME, None)
+        self.recorder.attn.clear()
+
+    def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, needs_gradients: bool = True) -> Trace:
+        """One forward pass over prompt + answer, then one backward per answer token."""
+        rec = self.recorder
+        with torch.enable_grad():
+            logits = self.model(**inputs, use_cache=False).logits[0]
+        if not rec.attn:
+            raise CaptureError(
+                f"no language-model attention was captured from {type(self.model).__name__}: its language model "
+                "does not dispatch through transformers' attention interface")
+        n_layers = _language_layer_count(self.model)
+        wanted = sorted(rec.attn) if self.layers is None else [l for l in self.layers if l in rec.attn]
+        if not wanted:
+            raise CaptureError(f"none of the requested layers {self.layers} were captured")
+        ids = inputs["input_ids"][0]
+        tokens = []
+        for i, pos in enumerate(layout.answer):
+            row = logits[pos - 1]
+            target = int(ids[pos])
+            prob = float(torch.softmax(row.detach().float(), dim=-1)[target])
+            trace = TokenTrace(pos, target, prob, float(row[target].detach()))
+            if needs_gradients:
+                rec.query, rec.reduced = pos - 1, {}
+                # The lowest wanted layer is the only input: autograd stops there, and the hooks of
+                # the layers above reduce their gradients on the way down.
+                torch.autograd.grad(row[target], rec.attn[wanted[0]], retain_graph=i < len(layout.answer) - 1)
+                trace.layers, rec.query = rec.reduced, None
+            tokens.append(trace)
+        n_heads = next(iter(rec.attn.values())).shape[1]
+        return Trace(tokens, n_layers, n_heads)

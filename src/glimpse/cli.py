@@ -1,0 +1,133 @@
+"""The `glimpse` command line: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import GlimpseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Explain what a vision-language model looked at when it answered: maps over the image "
+                       "and scores for the prompt words, for the whole answer and token by token.")
+
+
+class Weighting(str, Enum):
+    full = "full"
+    confidence = "confidence"
+    prompt = "prompt"
+    uniform = "uniform"
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def new_output_folder(out: Optional[Path], overwrite: bool) -> Path:
+    """A folder for the outputs that never overwrites earlier results unless asked to."""
+    if out is None:
+        base = Path("glimpse-out")
+        n = 1
+        while (base / f"run-{n:03d}").exists():
+            n += 1
+        return base / f"run-{n:03d}"
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        fail(f"--out {out} already holds files; choose another folder or pass --overwrite")
+    return out
+
+
+@app.command()
+def explain(
+    image: Path = typer.Option(..., "--image", "-i", help="Image file (any format PIL reads; EXIF rotation applied)."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The question to ask about the image."),
+    answer: Optional[str] = typer.Option(None, "--answer", "-a",
+                                         help="Explain this given answer instead of generating one."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Hub id or local model folder. Default: the shipped shapes-world model."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output folder. Default: a new glimpse-out/run-NNN folder."),
+    overwrite: bool = typer.Option(False, help="Allow writing into an --out folder that already holds files."),
+    method: str = typer.Option("glimpse", help="Explanation method (see `glimpse methods`)."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    revision: Optional[str] = typer.Option(None, help="Model revision (branch, tag or commit) for hub ids."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
+    max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+    layer_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="Propagate through this last fraction of layers."),
+    head_lambda: float = typer.Option(0.5, help="Head-fusion temperature lambda."),
+    depth_lambda: float = typer.Option(0.2, help="Depth-prior strength lambda_d."),
+    token_weighting: Weighting = typer.Option(Weighting.full, help="How answer tokens are weighted into the maps."),
+    system_prompt: Optional[str] = typer.Option(None, help="System prompt to put before the question."),
+) -> None:
+    """Explain a model's answer about an image; writes explanation.json, arrays, overlay.png, report.html."""
+    import glimpse
+    from .images import load_image
+    from .methods import get_method
+
+    folder = new_output_folder(out, overwrite)
+    options = {}
+    if method == "glimpse":
+        options = dict(layer_fraction=layer_fraction, head_lambda=head_lambda, depth_lambda=depth_lambda,
+                       token_weighting=token_weighting.value)
+    try:
+        # Check what is cheap to check before loading a model that may take minutes.
+        picture = load_image(image)
+        if not prompt.strip():
+            fail("the prompt is empty: give the question to ask about the image")
+        get_method(method, **options)
+        loaded = quiet_load(model, device, dtype, revision, trust_remote_code)
+        result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
+                                 max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
+                                 system_prompt=system_prompt, **options)
+        result.save(folder)
+    except GlimpseError as exc:
+        fail(str(exc))
+    report_result(result, folder)
+
+
+def quiet_load(model, device, dtype, revision, trust_remote_code):
+    """`glimpse.load` without transformers' progress bars cluttering the terminal."""
+    import glimpse
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    return glimpse.load(model, device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
+
+
+def report_result(result, folder: Path) -> None:
+    """Print the answer, the most relevant prompt words and where the files went."""
+    top = sorted(zip(result.prompt_word_scores.tolist(), result.prompt_words), reverse=True)[:3]
+    typer.echo(f"question: {result.question}")
+    typer.echo(f"answer:   {result.answer}" + ("" if result.answer_generated else "  (given)"))
+    typer.echo("top prompt words: " + ", ".join(f"{w} ({s:.3g})" for s, w in top))
+    typer.echo(f"wrote {folder}/: explanation.json, arrays.safetensors, overlay.png, report.html")
+
+
+@app.command()
+def methods() -> None:
+    """List the explanation methods with a one-line description and their paper."""
+    from .methods import list_methods
+
+    for name, cls in sorted(list_methods().items()):
+        typer.echo(f"{name:<22} {cls.summary}\n{'':<22} paper: {cls.paper}")
+
+
+def main() -> None:
+    """Entry point that turns any GlimpseError escaping a command into one line and exit 2."""
+    try:
+        app()
+    except GlimpseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""`explain`: one call from (model, processor, image, prompt) to an `Explanation`."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from . import __version__
+from .capture import Capture
+from .errors import AnswerError, PromptError
+from .explanation import Explanation
+from .images import ImageInput, load_image
+from .methods import get_method
+from .models import adapter_for
+
+
+def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
+            answer: str | None = None, *, method: str = "glimpse", max_new_tokens: int = 32,
+            max_answer_tokens: int | None = None, system_prompt: str | None = None,
+            **options: Any) -> Explanation:
+    """Explain the model's answer to `prompt` about `image` (one image or a list).
+
+    Without `answer`, the model first generates one greedily (up to `max_new_tokens`); with
+    `answer`, that given text is explained (teacher forcing). `max_answer_tokens` explains only
+    the first tokens of a long answer. Other keyword options go to the method, for GLIMPSE:
+    `head_lambda` (0.5), `depth_lambda` (0.2), `layer_fraction` (1.0), `token_weighting`
+    ("full" | "confidence" | "prompt" | "uniform").
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptError("the prompt is empty: give the question to ask about the image")
+    chosen = get_method(method, **options)
+    images = [load_image(x) for x in (image if isinstance(image, (list, tuple)) else [image])]
+    adapter = adapter_for(model, processor)
+    prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
+    inputs = _to_device(adapter.encode(images, prompt_text), model)
+    if answer is None:
+        answer_ids = _generate(model, adapter, inputs, max_new_tokens)
+    else:
+        answer_ids = adapter.answer_ids(prompt_text, answer)
+    if max_answer_tokens is not None:
+        answer_ids = answer_ids[:max_answer_tokens]
+    full = adapter.with_answer(inputs, answer_ids)
+    layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
+    layers = chosen.layers(_n_layers(model))
+    with Capture(model, adapter.text_config_key, chosen.reduce_layer, layers) as capture:
+        trace = capture.run(full, layout, chosen.needs_gradients)
+    result = chosen.combine(trace, layout)
+    tokenizer = adapter.tokenizer
+    return Explanation(
+        question=prompt, answer=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+        answer_tokens=[tokenizer.decode([i]) for i in answer_ids], answer_token_ids=list(answer_ids),
+        answer_generated=answer is None, prompt_words=list(layout.prompt_words),
+        word_of_token=list(layout.word_of_token), images=images, layouts=list(layout.images),
+        **{k: _np(getattr(result, k)) for k in ("token_visual", "visual", "token_prompt", "prompt",
+                                                 "beta_visual", "beta_prompt", "gamma")},
+        probs=_np(torch.tensor([t.prob for t in trace.tokens])),
+        alpha=None if result.alpha is None else _np(result.alpha), layers=list(result.layers),
+        method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
+        question_located=layout.question_located)
+
+
+def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:].tolist()
+    stop = _stop_ids(model, adapter.tokenizer)
+    for i, token in enumerate(new):
+        if token in stop:
+            new = new[:i]
+            break
+    if not new:
+        raise AnswerError("the model generated an empty answer (end of sequence at once); pass --answer to explain a given one")
+    return new
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        for name in ("eos_token_id", "pad_token_id"):
+            value = getattr(source, name, None)
+            ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
+    return ids
+
+
+def _n_layers(model: Any) -> int:
+    config = getattr(model.config, "text_config", model.config)
+    return int(config.num_hidden_layers)
+
+
+def _to_device(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    device, dtype = model.device, model.dtype
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
+
+
+def _model_id(model: Any) -> str:
+    return str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
+
+
+def _np(tensor: torch.Tensor):
+    return tensor.detach().float().cpu().numpy()

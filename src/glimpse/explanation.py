@@ -1,0 +1,183 @@
+"""The result of an explanation: maps, scores and weights, with save/load and rendering.
+
+On disk (`save(folder)`), an explanation is `explanation.json` (schema in docs/explanation-format.md,
+versioned by `schema_version`), `arrays.safetensors` (every array, float32) and the original images
+as lossless `image_<i>.png`; `figures=True` adds `overlay.png` (one per image) and `report.html`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import load_file, save_file
+
+from . import maps
+from .errors import GlimpseError
+from .models.layout import ImageLayout
+
+SCHEMA_VERSION = 1
+ARRAYS = ("token_visual", "visual", "token_prompt", "prompt", "beta_visual", "beta_prompt", "gamma", "probs")
+
+
+@dataclass(eq=False)
+class Explanation:
+    """An explained answer.
+
+    Arrays (numpy float32): `token_visual` [T, V] and `visual` [V] hold image-token scores of all
+    images in layout order (see `visual_map`); `token_prompt` [T, P] and `prompt` [P] hold the
+    question's token scores; `beta_visual`, `beta_prompt`, `gamma`, `probs` are per answer token;
+    `alpha` [T, n_layers_used] the per-token layer weights (methods that have them).
+    """
+
+    question: str
+    answer: str
+    answer_tokens: list[str]
+    answer_token_ids: list[int]
+    answer_generated: bool
+    prompt_words: list[str]
+    word_of_token: list[int]
+    images: list[Image.Image]
+    layouts: list[ImageLayout]
+    token_visual: np.ndarray
+    visual: np.ndarray
+    token_prompt: np.ndarray
+    prompt: np.ndarray
+    beta_visual: np.ndarray
+    beta_prompt: np.ndarray
+    gamma: np.ndarray
+    probs: np.ndarray
+    alpha: np.ndarray | None
+    layers: list[int]
+    method: str
+    params: dict[str, Any]
+    model_id: str
+    version: str
+    question_located: bool = True
+    approximate: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # --- scores -------------------------------------------------------------------------------
+    @property
+    def prompt_word_scores(self) -> np.ndarray:
+        """Holistic score of each prompt word: the sum over its sub-word tokens."""
+        return self._words(self.prompt)
+
+    def token_prompt_word_scores(self, token: int) -> np.ndarray:
+        return self._words(self.token_prompt[token])
+
+    def _words(self, token_scores: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(self.prompt_words), dtype=np.float32)
+        np.add.at(out, np.asarray(self.word_of_token, dtype=np.int64), token_scores)
+        return out
+
+    # --- maps ---------------------------------------------------------------------------------
+    def image_scores(self, image: int = 0, token: int | None = None) -> np.ndarray:
+        """Scores of one image's tokens in layout order (holistic, or answer token `token`)."""
+        self._check_image(image)
+        start = sum(len(l.positions) for l in self.layouts[:image])
+        stop = start + len(self.layouts[image].positions)
+        source = self.visual if token is None else self.token_visual[token]
+        return source[start:stop]
+
+    def visual_map(self, image: int = 0, token: int | None = None, resolution: str = "image") -> np.ndarray:
+        """Raw (unnormalised) map of one image, holistic or for answer token `token`.
+
+        resolution="image": (height, width) over the ORIGINAL image, with the processor's resize,
+        crop and padding inverted. resolution="grid": the token grid (rows, cols), for images
+        encoded as a single grid; use `tile_maps` for tiled images.
+        """
+        scores = self.image_scores(image, token)
+        layout = self.layouts[image]
+        if resolution == "image":
+            return maps.to_image(layout, scores)
+        if resolution == "grid":
+            grids = maps.tile_grids(layout, scores)
+            if len(grids) != 1:
+                raise GlimpseError(f"image {image} has {len(grids)} tiles; use tile_maps() for its grids")
+            return grids[0]
+        raise GlimpseError(f"resolution must be 'image' or 'grid', got {resolution!r}")
+
+    def tile_maps(self, image: int = 0, token: int | None = None) -> list[np.ndarray]:
+        return maps.tile_grids(self.layouts[image], self.image_scores(image, token))
+
+    def _check_image(self, image: int) -> None:
+        if not 0 <= image < len(self.layouts):
+            raise GlimpseError(f"image index {image} out of range: this explanation has {len(self.layouts)} image(s)")
+
+    # --- rendering ------------------------------------------------------------------------------
+    def to_png(self, path: str | Path | None = None, image: int = 0, token: int | None = None) -> Image.Image:
+        """The normalised map over the original image; written to `path` if given."""
+        from .render import overlay
+        picture = overlay(self, image, token)
+        if path is not None:
+            picture.save(path)
+        return picture
+
+    def to_html(self, path: str | Path | None = None) -> str:
+        """One standalone HTML report (no external assets); written to `path` if given."""
+        from .render import report
+        html = report(self)
+        if path is not None:
+            Path(path).write_text(html, encoding="utf-8")
+        return html
+
+    def _repr_html_(self) -> str:
+        from .render import report
+        return report(self, standalone=False)
+
+    # --- persistence --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "glimpse.explanation", "schema_version": SCHEMA_VERSION, "glimpse_version": self.version,
+            "model_id": self.model_id, "method": self.method, "params": self.params, "approximate": self.approximate,
+            "question": self.question, "question_located": self.question_located,
+            "prompt_words": self.prompt_words, "word_of_token": self.word_of_token,
+            "answer": self.answer, "answer_tokens": self.answer_tokens, "answer_token_ids": self.answer_token_ids,
+            "answer_generated": self.answer_generated, "layers": self.layers,
+            "images": [{"file": f"image_{i}.png", "layout": l.to_dict()} for i, l in enumerate(self.layouts)],
+            "arrays": "arrays.safetensors", "extra": self.extra,
+        }
+
+    def save(self, folder: str | Path, figures: bool = True) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in ARRAYS}
+        if self.alpha is not None:
+            arrays["alpha"] = np.ascontiguousarray(self.alpha, dtype=np.float32)
+        save_file(arrays, str(folder / "arrays.safetensors"))
+        for i, picture in enumerate(self.images):
+            picture.save(folder / f"image_{i}.png")
+        (folder / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        if figures:
+            for i in range(len(self.images)):
+                self.to_png(folder / ("overlay.png" if i == 0 else f"overlay_{i}.png"), image=i)
+            self.to_html(folder / "report.html")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Explanation":
+        folder = Path(folder)
+        path = folder / "explanation.json"
+        if not path.is_file():
+            raise GlimpseError(f"no explanation.json in {folder}")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("schema") != "glimpse.explanation" or doc.get("schema_version", 0) > SCHEMA_VERSION:
+            raise GlimpseError(f"{path} is not a glimpse explanation of schema version <= {SCHEMA_VERSION}")
+        arrays = load_file(str(folder / doc["arrays"]))
+        images = []
+        for item in doc["images"]:
+            with Image.open(folder / item["file"]) as picture:
+                images.append(picture.convert("RGB"))
+        return cls(
+            question=doc["question"], answer=doc["answer"], answer_tokens=doc["answer_tokens"],
+            answer_token_ids=doc["answer_token_ids"], answer_generated=doc["answer_generated"],
+            prompt_words=doc["prompt_words"], word_of_token=doc["word_of_token"], images=images,
+            layouts=[ImageLayout.from_dict(item["layout"]) for item in doc["images"]],
+            **{name: arrays[name] for name in ARRAYS}, alpha=arrays.get("alpha"), layers=doc["layers"],
+            method=doc["method"], params=doc["params"], model_id=doc["model_id"], version=doc["glimpse_version"],
+            question_located=doc["question_located"], approximate=doc["approximate"], extra=doc["extra"])

@@ -1,0 +1,92 @@
+"""`load`: a model and its processor from a hub id or a local folder, ready for `explain`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from .errors import ModelLoadError, UnsupportedModelError
+from .models import supported_architectures
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Loaded(NamedTuple):
+    model: Any
+    processor: Any
+
+
+def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype: str = "auto",
+         revision: str | None = None, trust_remote_code: bool = False, device_map: str | None = None) -> Loaded:
+    """Load `model` (hub id or local folder; None = the shipped shapes-world model).
+
+    device "auto" picks CUDA when available; dtype "auto" is bfloat16 on GPU and float32 on CPU.
+    `device_map="auto"` spreads a model too large for one GPU. Hub ids honour the local cache and
+    HF_HUB_OFFLINE; a model that is not available offline raises `ModelLoadError`.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    source = _resolve(model)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    torch_dtype = _dtype(dtype, device)
+    kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_available(source, exc)) from None
+    _check_supported(config)
+    try:
+        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        loaded = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=torch_dtype, device_map=device_map, attn_implementation="sdpa", **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_not_available(source, exc)) from None
+    if device_map is None:
+        loaded.to(device)
+    loaded.eval()
+    return Loaded(loaded, processor)
+
+
+def _resolve(model: str | os.PathLike | None) -> str:
+    if model is None:
+        from .toy.model import default_model_path
+        path = default_model_path()
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"the shipped shapes-world model is missing from {path}; reinstall glimpse-lvlm")
+        return str(path)
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is not a model folder (no config.json in it)")
+        return str(path)
+    if text.startswith((".", "/", "~")) or "\\" in text or text.count("/") > 1:
+        raise ModelLoadError(f"model folder does not exist: {path}")
+    return text
+
+
+def _dtype(name: str, device: str) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if name not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {name!r}; use auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _check_supported(config: Any) -> None:
+    architectures = getattr(config, "architectures", None) or []
+    supported = supported_architectures()
+    if architectures and not set(architectures) & set(supported):
+        raise UnsupportedModelError(
+            f"glimpse has no adapter for {', '.join(architectures)}; supported: {', '.join(supported)}")
+
+
+def _not_available(source: str, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    where = "offline (HF_HUB_OFFLINE is set)" if offline else "from the hub or the local cache"
+    first = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else type(exc).__name__
+    return (f"cannot load model {source!r} {where}: {first}. Download it once with network access "
+            "(it is then cached), or pass a local model folder")

@@ -1,0 +1,34 @@
+"""Explanation methods behind one registry: `get_method(name, **options)`, `list_methods()`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import MethodError
+from .base import Method, MethodResult
+from .glimpse import Glimpse
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def list_methods() -> dict[str, type[Method]]:
+    return dict(_METHODS)
+
+
+def get_method(name: str, **options: Any) -> Method:
+    if name not in _METHODS:
+        raise MethodError(f"unknown method {name!r}; available: {', '.join(sorted(_METHODS))}")
+    try:
+        return _METHODS[name](**options)
+    except TypeError as exc:
+        raise MethodError(f"invalid option for method {name!r}: {exc}") from None
+
+
+register_method(Glimpse)
+
+__all__ = ["Method", "MethodResult", "get_method", "list_methods", "register_method"]

@@ -1,0 +1,135 @@
+"""GLIMPSE (arXiv 2506.18985): gradient-weighted attention, adaptive layer propagation and
+relevance-weighted token aggregation. Equations follow docs/method.md (Steps 1-5)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..capture import Trace, TokenTrace
+from ..errors import MethodError
+from ..models.layout import SequenceLayout
+from .base import Method, MethodResult
+
+EPS = 1e-12
+WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
+
+
+class Glimpse(Method):
+    name = "glimpse"
+    summary = "Gradient-weighted attention propagated over layers with a depth prior, tokens weighted by relevance"
+    paper = "Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985)"
+
+    def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
+                 token_weighting: str = "full") -> None:
+        if head_lambda <= 0:
+            raise MethodError(f"head_lambda must be > 0, got {head_lambda}")
+        if not 0 < layer_fraction <= 1:
+            raise MethodError(f"layer_fraction must be in (0, 1], got {layer_fraction}")
+        if token_weighting not in WEIGHTINGS:
+            raise MethodError(f"token_weighting must be one of {', '.join(WEIGHTINGS)}, got {token_weighting!r}")
+        self.head_lambda = head_lambda
+        self.depth_lambda = depth_lambda
+        self.layer_fraction = layer_fraction
+        self.token_weighting = token_weighting
+
+    def params(self) -> dict[str, Any]:
+        return {"head_lambda": self.head_lambda, "depth_lambda": self.depth_lambda,
+                "layer_fraction": self.layer_fraction, "token_weighting": self.token_weighting}
+
+    def layers(self, n_layers: int) -> list[int]:
+        n = max(1, math.ceil(self.layer_fraction * n_layers))
+        return list(range(n_layers - n, n_layers))
+
+    def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
+        # Rows after the query cannot influence its logit, so their gradient is exactly zero: keep rows
+        # up to the query (all columns, since masked columns still carry gradient into the head sums).
+        a, g = attn[:, : query + 1].float(), grad[:, : query + 1]
+        return {**fuse_heads(a, g, self.head_lambda), "evidence": g.sum(0).abs().sum()}
+
+    def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
+        layers = self.layers(trace.n_layers)
+        prior = depth_prior(layers, self.depth_lambda)
+        rows, alphas = [], []
+        for token in trace.tokens:
+            alpha = layer_weights(torch.stack([token.layers[l]["evidence"] for l in layers]), prior)
+            rows.append(propagate(token, layers, alpha))
+            alphas.append(alpha)
+        visual_idx = torch.tensor(layout.image_positions, dtype=torch.long)
+        prompt_idx = torch.tensor(layout.prompt, dtype=torch.long)
+        token_visual = torch.stack([r[visual_idx] for r in rows])
+        token_prompt = torch.stack([r[prompt_idx] for r in rows])
+        probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
+        beta_visual, beta_prompt = token_weights(probs, token_prompt.mean(1), token_visual.mean(1), self.token_weighting)
+        return MethodResult(
+            token_visual=token_visual, token_prompt=token_prompt,
+            visual=beta_visual @ token_visual, prompt=beta_prompt @ token_prompt,
+            beta_visual=beta_visual, beta_prompt=beta_prompt, gamma=beta_visual * beta_prompt,
+            layers=layers, alpha=torch.stack(alphas))
+
+
+def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float) -> dict[str, torch.Tensor]:
+    """Steps 1-2: E = row-normalised sum_h w_h ReLU(g_h * A_h), w = softmax_h(coherence / lambda).
+
+    `attn` and `grad` are [heads, rows, keys] with rows <= keys; E is [rows, rows].
+    """
+    relu_grad = grad.clamp(min=0)
+    weighted = relu_grad * attn  # = ReLU(g * A) since A >= 0
+    coherence = weighted.sum((1, 2)) / relu_grad.sum((1, 2)).clamp(min=EPS)
+    head_weights = torch.softmax(coherence / head_lambda, dim=0)
+    # Columns past the last row are future keys: their attention, hence their evidence, is zero.
+    fused = torch.einsum("h,hqk->qk", head_weights, weighted[:, :, : attn.shape[1]])
+    row_sums = fused.sum(1, keepdim=True)
+    fused = torch.where(row_sums > 0, fused / row_sums.clamp(min=EPS), torch.zeros_like(fused))
+    return {"fused": fused, "head_weights": head_weights}
+
+
+def depth_prior(layers: list[int], depth_lambda: float) -> torch.Tensor:
+    """s^l = softmax over the used layers of depth_lambda * (l + 1): deeper layers weigh more."""
+    return torch.softmax(depth_lambda * (torch.tensor(layers, dtype=torch.float32) + 1), dim=0)
+
+
+def layer_weights(evidence: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """alpha^l = g^l s^l / sum_k g^k s^k, falling back to the prior when no layer has gradient."""
+    weighted = evidence.float() * prior
+    total = weighted.sum()
+    return weighted / total if total > 0 else prior.clone()
+
+
+def propagate(token: TokenTrace, layers: list[int], alpha: torch.Tensor) -> torch.Tensor:
+    """Row `query` of R = prod_l (2I + alpha^l E_l), scaled by 2^-n, carried as a row vector.
+
+    Each step halves (r <- r + alpha/2 * r E) so the 2^-n rescale is applied as it goes.
+    """
+    size = token.query + 1
+    row = torch.zeros(size, dtype=torch.float32)
+    row[token.query] = 1.0
+    for layer, a in zip(reversed(layers), reversed(alpha.tolist())):
+        row = row + 0.5 * a * (row @ token.layers[layer]["fused"].float())
+    return row
+
+
+def token_weights(probs: torch.Tensor, prompt_align: torch.Tensor, visual_align: torch.Tensor,
+                  mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 4: beta^V (weights the visual map) and beta^P (weights the prompt map).
+
+    In "full" mode they cross on purpose: the visual map weighs a token by its prompt alignment
+    and the prompt map by its visual alignment, each times the token's probability.
+    """
+    ones = torch.ones_like(probs)
+    weights = {
+        "full": (probs * prompt_align, probs * visual_align),
+        "confidence": (probs, probs),
+        "prompt": (prompt_align, visual_align),
+        "uniform": (ones, ones),
+    }[mode]
+    return _normalise(weights[0]), _normalise(weights[1])
+
+
+def _normalise(weights: torch.Tensor) -> torch.Tensor:
+    total = weights.sum()
+    if total > 0:
+        return weights / total
+    return torch.full_like(weights, 1.0 / len(weights))

@@ -1,0 +1,39 @@
+"""Model-family adapters and their registry.
+
+`adapter_for(model, processor)` picks the adapter whose `architectures` names the model's class.
+Register another family with `register_adapter(MyAdapter)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UnsupportedModelError
+from .base import Adapter
+from .layout import ImageLayout, ImageTile, SequenceLayout
+from .llava import LlavaAdapter
+
+_ADAPTERS: list[type[Adapter]] = []
+
+
+def register_adapter(cls: type[Adapter]) -> type[Adapter]:
+    _ADAPTERS.append(cls)
+    return cls
+
+
+def supported_architectures() -> list[str]:
+    return sorted(arch for cls in _ADAPTERS for arch in cls.architectures)
+
+
+def adapter_for(model: Any, processor: Any) -> Adapter:
+    for cls in _ADAPTERS:
+        if cls.matches(model):
+            return cls(model, processor)
+    raise UnsupportedModelError(
+        f"no glimpse adapter for {type(model).__name__}; supported: {', '.join(supported_architectures())}")
+
+
+register_adapter(LlavaAdapter)
+
+__all__ = ["Adapter", "ImageLayout", "ImageTile", "SequenceLayout", "adapter_for", "register_adapter",
+           "supported_architectures"]

@@ -1,0 +1,156 @@
+"""The adapter interface: everything family-specific about a vision-language model.
+
+An adapter knows how a family builds its prompt, where its image tokens sit, how each image's
+token grid maps back to the original pixels, and how to extend its inputs with answer tokens.
+The rest of glimpse (capture, methods, the result object) never looks at the model family.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import AnswerError, PromptError
+from .layout import ImageLayout, SequenceLayout
+
+# Inputs that hold one value per sequence position and must grow with the answer.
+PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+
+
+class Adapter:
+    """Base adapter; a family subclasses it and overrides `image_layouts` (and more if needed)."""
+
+    family: ClassVar[str] = ""
+    architectures: ClassVar[tuple[str, ...]] = ()
+    # Sub-config of the language model, whose attention glimpse captures.
+    text_config_key: ClassVar[str] = "text_config"
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+
+    @classmethod
+    def matches(cls, model: Any) -> bool:
+        return type(model).__name__ in cls.architectures
+
+    # --- prompt -------------------------------------------------------------------------------
+    def render_prompt(self, question: str, n_images: int, system_prompt: str | None = None) -> str:
+        """The chat-template text for one user turn with `n_images` images and the question."""
+        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+        messages = [{"role": "user", "content": content}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, images: Sequence[Image.Image], text: str) -> dict[str, torch.Tensor]:
+        batch = self.processor(images=list(images), text=text, return_tensors="pt")
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    def answer_ids(self, prompt_text: str, answer: str) -> list[int]:
+        """Token ids of `answer` as they follow the prompt.
+
+        Tokenising prompt and answer together keeps merges at the boundary as the model would
+        produce them; if the prompt's tokens are not a prefix of the joint ones, the answer is
+        tokenised alone.
+        """
+        if not answer.strip():
+            raise AnswerError("the answer to explain is empty")
+        joiner = "" if (not prompt_text or prompt_text[-1].isspace() or answer[0].isspace()) else " "
+        prompt_ids = self.tokenizer(prompt_text)["input_ids"]
+        joint_ids = self.tokenizer(prompt_text + joiner + answer)["input_ids"]
+        if joint_ids[: len(prompt_ids)] == prompt_ids and len(joint_ids) > len(prompt_ids):
+            ids = joint_ids[len(prompt_ids):]
+        else:
+            ids = self.tokenizer(joiner + answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise AnswerError(f"the answer {answer!r} tokenizes to nothing")
+        return list(ids)
+
+    def with_answer(self, inputs: dict[str, torch.Tensor], answer_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Teacher-forced inputs: the prompt inputs with the answer tokens appended."""
+        ids = inputs["input_ids"]
+        extra = torch.tensor([list(answer_ids)], dtype=ids.dtype, device=ids.device)
+        out = dict(inputs, input_ids=torch.cat([ids, extra], dim=1))
+        if "attention_mask" in inputs:
+            mask = inputs["attention_mask"]
+            out["attention_mask"] = torch.cat([mask, torch.ones_like(extra, dtype=mask.dtype)], dim=1)
+        for key in PER_TOKEN_INPUTS:
+            if key in inputs:
+                out[key] = torch.cat([inputs[key], torch.zeros_like(extra, dtype=inputs[key].dtype)], dim=1)
+        return out
+
+    # --- layout -------------------------------------------------------------------------------
+    def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        raise NotImplementedError
+
+    def question_span(self, input_ids: Sequence[int], prompt_text: str,
+                      question: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Positions of the question's own tokens (not system prompt or template), with each
+        token's character span inside `question`.
+
+        The question's tokens are found by tokenising the rendered prompt with character offsets,
+        then located as a run inside the processor's ids (which differ only by expanded image
+        tokens). Returns ([], []) when the question cannot be located.
+        """
+        start = prompt_text.rfind(question)
+        if start < 0:
+            return [], []
+        end = start + len(question)
+        enc = self.tokenizer(prompt_text, add_special_tokens=False, return_offsets_mapping=True)
+        picked = [(tid, (a - start, b - start)) for tid, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])
+                  if a < end and b > start and b > a]
+        positions = _find_last_run(list(input_ids), [tid for tid, _ in picked])
+        return positions, ([span for _, span in picked] if positions else [])
+
+    def layout(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image], prompt_text: str,
+               question: str, n_answer: int) -> SequenceLayout:
+        ids = inputs["input_ids"][0].tolist()
+        images_layout = tuple(self.image_layouts(inputs, images))
+        length = len(ids)
+        answer = tuple(range(length - n_answer, length))
+        prompt, spans = self.question_span(ids[: length - n_answer], prompt_text, question)
+        if prompt:
+            words, word_of = words_of_spans(question, spans)
+        else:
+            prompt = self._fallback_prompt(ids[: length - n_answer], images_layout)
+            words = tuple(self.tokenizer.decode([ids[p]]).strip() for p in prompt)
+            word_of = tuple(range(len(prompt)))
+        if not prompt:
+            raise PromptError("the prompt has no text tokens to explain")
+        return SequenceLayout(images_layout, tuple(prompt), answer, length, words, word_of, bool(spans))
+
+    def _fallback_prompt(self, ids: list[int], images: Sequence[ImageLayout]) -> list[int]:
+        """All non-image, non-special prompt tokens: the method's documented fallback for P."""
+        image_positions = {p for image in images for p in image.positions}
+        special = set(self.tokenizer.all_special_ids)
+        return [i for i, t in enumerate(ids) if i not in image_positions and t not in special]
+
+
+def words_of_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Merge sub-word tokens into the whitespace-separated words of `text` they fall in."""
+    words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
+    word_of, used = [], []
+    for a, b in spans:
+        index = next((i for i, (ws, we, _) in enumerate(words) if a < we and b > ws), None)
+        if index is None:  # a token of pure whitespace: attach it to the next word
+            index = next((i for i, (ws, _, _) in enumerate(words) if ws >= a), len(words) - 1)
+        word_of.append(index)
+    # Keep only words that own a token, renumbered in order.
+    for index in word_of:
+        if index not in used:
+            used.append(index)
+    return tuple(words[i][2] for i in used), tuple(used.index(i) for i in word_of)
+
+
+def _find_last_run(haystack: list[int], needle: list[int]) -> list[int]:
+    if not needle:
+        return []
+    n = len(needle)
+    for start in range(len(haystack) - n, -1, -1):
+        if haystack[start:start + n] == needle:
+            return list(range(start, start + n))
+    return []

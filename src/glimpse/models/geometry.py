@@ -1,0 +1,52 @@
+"""Inverting an image processor's resize / pad / centre-crop, shared by adapters.
+
+Each function returns the box (x0, y0, x1, y1) in ORIGINAL image pixel coordinates that the
+processed view covers, so a token grid over the view can be laid back onto the original image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from transformers.image_transforms import get_resize_output_image_size
+from transformers.image_utils import ChannelDimension
+
+from .layout import Box
+
+
+def _get(size, key):
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def resized_shape(height: int, width: int, size) -> tuple[int, int]:
+    """(height, width) after the processor's resize, with transformers' own rounding."""
+    if _get(size, "shortest_edge") and not _get(size, "longest_edge"):
+        dummy = np.zeros((1, height, width), dtype=np.uint8)
+        return tuple(get_resize_output_image_size(dummy, size=_get(size, "shortest_edge"), default_to_square=False,
+                                                  input_data_format=ChannelDimension.FIRST))
+    if _get(size, "height") and _get(size, "width"):
+        return _get(size, "height"), _get(size, "width")
+    raise ValueError(f"unsupported resize size {size!r}")
+
+
+def pad_resize_crop_box(width: int, height: int, *, pad_to_square: bool, size, crop) -> Box:
+    """Box covered by: optional pad to a centred square, resize to `size`, optional centre crop."""
+    # Canvas = the (possibly padded) image, expressed in original coordinates.
+    cx0, cy0, cw, ch = 0.0, 0.0, float(width), float(height)
+    if pad_to_square and width != height:
+        side = max(width, height)
+        if width > height:
+            cy0 = -float((side - height) // 2)
+        else:
+            cx0 = -float((side - width) // 2)
+        cw = ch = float(side)
+    rh, rw = resized_shape(int(ch), int(cw), size) if size is not None else (int(ch), int(cw))
+    sx, sy = cw / rw, ch / rh
+    if crop is None:
+        left, top, right, bottom = 0, 0, rw, rh
+    else:
+        crop_h, crop_w = _get(crop, "height"), _get(crop, "width")
+        top, left = (rh - crop_h) // 2, (rw - crop_w) // 2  # floor, as transformers' centre crop
+        right, bottom = left + crop_w, top + crop_h
+    return (cx0 + left * sx, cy0 + top * sy, cx0 + right * sx, cy0 + bottom * sy)

@@ -1,0 +1,123 @@
+"""Pictures and reports of an Explanation: PNG overlays and one standalone HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from . import maps
+
+if TYPE_CHECKING:
+    from .explanation import Explanation
+
+COLORMAP = "jet"
+ALPHA = 0.5
+REPORT_SIDE = 360  # longest side of the pictures embedded in the HTML report
+
+
+def overlay(explanation: "Explanation", image: int = 0, token: int | None = None) -> Image.Image:
+    """The normalised map blended over the original image; regions the model never saw are dimmed."""
+    values = explanation.visual_map(image, token, resolution="image")
+    seen = maps.coverage(explanation.layouts[image])
+    heat = colormaps[COLORMAP](maps.normalise(values, seen))[..., :3]
+    base = np.asarray(explanation.images[image].convert("RGB"), dtype=np.float32) / 255.0
+    blended = np.where(seen[..., None], (1 - ALPHA) * base + ALPHA * heat, 0.35 * base)
+    return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def _data_uri(picture: Image.Image, fmt: str = "JPEG") -> str:
+    picture = picture.copy()
+    picture.thumbnail((REPORT_SIDE, REPORT_SIDE))
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt, quality=88)
+    mime = "image/jpeg" if fmt == "JPEG" else "image/png"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+def _shade(score: float) -> str:
+    """Background colour for a score in [0, 1]: white to orange-red."""
+    r, g, b, _ = colormaps["Oranges"](0.1 + 0.8 * float(np.clip(score, 0, 1)))
+    return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
+
+
+def _unit(values: np.ndarray) -> list[float]:
+    high = float(np.max(values)) if len(values) else 0.0
+    return [float(v) / high if high > 0 else 0.0 for v in values]
+
+
+def report(explanation: "Explanation", standalone: bool = True) -> str:
+    """HTML report: answer tokens coloured by gamma (click one for its own maps), prompt words
+    coloured by score, one map per image, and a table of the per-token weights."""
+    e = explanation
+    n_images, n_tokens = len(e.images), len(e.answer_tokens)
+    pictures = [[_data_uri(overlay(e, i))] + [_data_uri(overlay(e, i, t)) for t in range(n_tokens)]
+                for i in range(n_images)]
+    words = [_unit(e.prompt_word_scores)] + [_unit(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
+    gamma = _unit(e.gamma)
+    tokens_html = "".join(
+        f'<span class="tok" data-t="{t}" style="background:{_shade(gamma[t])}" '
+        f'title="p={e.probs[t]:.3f} betaV={e.beta_visual[t]:.3f} betaP={e.beta_prompt[t]:.3f} '
+        f'gamma={e.gamma[t]:.4f}">{html.escape(tok)}</span>'
+        for t, tok in enumerate(e.answer_tokens))
+    words_html = " ".join(
+        f'<span class="word" style="background:{_shade(words[0][w])}">{html.escape(word)}</span>'
+        for w, word in enumerate(e.prompt_words))
+    images_html = "".join(
+        f'<figure><img class="map" data-i="{i}" src="{pictures[i][0]}" alt="map of image {i}">'
+        f'<figcaption>image {i} ({e.images[i].width}x{e.images[i].height})</figcaption></figure>'
+        for i in range(n_images))
+    rows = "".join(
+        f"<tr><td>{t}</td><td>{html.escape(tok)}</td><td>{e.probs[t]:.3f}</td><td>{e.beta_visual[t]:.3f}</td>"
+        f"<td>{e.beta_prompt[t]:.3f}</td><td>{e.gamma[t]:.4f}</td></tr>"
+        for t, tok in enumerate(e.answer_tokens))
+    label = " (approximation)" if e.approximate else ""
+    params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
+    shades = [[_shade(s) for s in row] for row in words]
+    body = f"""<div class="glimpse-report">
+<h2>{html.escape(e.method)}{label} explanation</h2>
+<p class="meta">model <code>{html.escape(e.model_id)}</code> &middot; {params} &middot; glimpse {html.escape(e.version)}</p>
+<p><b>Question:</b> <span class="words">{words_html}</span></p>
+<p><b>Answer</b> (click a token for its own maps, <a href="#" class="all">whole answer</a>):<br>
+<span class="answer">{tokens_html}</span></p>
+<p class="showing">Showing: whole answer</p>
+<div class="images">{images_html}</div>
+<table><tr><th>#</th><th>token</th><th>p</th><th>&beta;<sup>V</sup></th><th>&beta;<sup>P</sup></th><th>&gamma;</th></tr>{rows}</table>
+</div>
+<script>
+(function() {{
+  const pictures = {json.dumps(pictures)};
+  const shades = {json.dumps(shades)};
+  const tokens = {json.dumps(e.answer_tokens)};
+  const root = document.currentScript.previousElementSibling;
+  function show(k) {{
+    root.querySelectorAll('img.map').forEach(img => img.src = pictures[+img.dataset.i][k]);
+    root.querySelectorAll('.word').forEach((w, j) => w.style.background = shades[k][j]);
+    root.querySelectorAll('.tok').forEach(s => s.classList.toggle('on', +s.dataset.t === k - 1));
+    root.querySelector('.showing').textContent = 'Showing: ' + (k === 0 ? 'whole answer' : 'token ' + (k - 1) + ' ' + JSON.stringify(tokens[k - 1]));
+  }}
+  root.querySelectorAll('.tok').forEach(s => s.addEventListener('click', () => show(+s.dataset.t + 1)));
+  root.querySelector('a.all').addEventListener('click', ev => {{ ev.preventDefault(); show(0); }});
+}})();
+</script>"""
+    style = """<style>
+.glimpse-report{font-family:system-ui,sans-serif;max-width:980px}
+.glimpse-report .tok{cursor:pointer;padding:1px 2px;border-radius:3px;white-space:pre}
+.glimpse-report .tok.on{outline:2px solid #1565c0}
+.glimpse-report .word{padding:1px 3px;border-radius:3px}
+.glimpse-report .images{display:flex;flex-wrap:wrap;gap:12px}
+.glimpse-report figure{margin:0}
+.glimpse-report table{border-collapse:collapse;margin-top:12px;font-size:13px}
+.glimpse-report td,.glimpse-report th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+.glimpse-report .meta{color:#555;font-size:13px}
+</style>"""
+    if not standalone:
+        return style + body
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>glimpse: {html.escape(e.question)}</title>"
+            f"{style}</head><body>{body}</body></html>")

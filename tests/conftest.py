@@ -1,0 +1,37 @@
+"""Shared pytest setup: offline hub, tiny random LLaVA fixtures.
+
+Import-cheap on purpose: torch / transformers are only imported when a fixture is first used.
+Test modules (also in sub-folders) can ``import tiny_models`` and ``import reference``: this folder is put on
+``sys.path`` below.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Never touch the model hub from tests. Set before transformers / huggingface_hub are imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llava():
+    """(model, processor): random tiny LLaVA-1.5, seed 0, float32, eval, eager attention. Do not mutate it."""
+    from tiny_models import build_tiny_llava
+
+    return build_tiny_llava(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava_dir(tmp_path_factory):
+    """A folder with a saved tiny LLaVA (seed 0): loadable by AutoProcessor / AutoModelForImageTextToText offline."""
+    from tiny_models import save_tiny_llava
+
+    folder = tmp_path_factory.mktemp("tiny_llava")
+    save_tiny_llava(folder, seed=0)
+    return folder

@@ -1,0 +1,114 @@
+"""Capture: attention through the registered function, cleanup on exit and on error, causality."""
+
+import copy
+
+import pytest
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+import glimpse
+from glimpse import capture as capture_module
+from glimpse.capture import CAPTURE_NAME, Capture
+from tiny_models import build_tiny_llava, rand_image
+
+QUESTION = "what color is the object?"
+
+
+def model_state(model):
+    return (model.config.text_config._attn_implementation, model.config.vision_config._attn_implementation,
+            model.training, [p.requires_grad for p in model.parameters()],
+            len(model.get_input_embeddings()._forward_hooks))
+
+
+def assert_released(model, before):
+    assert model_state(model) == before
+    assert CAPTURE_NAME not in AttentionInterface._global_mapping
+    assert CAPTURE_NAME not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    assert not capture_module._ACTIVE
+
+
+def test_explain_leaves_model_as_it_was(tiny_llava):
+    model, processor = tiny_llava
+    before = model_state(model)
+    glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    assert_released(model, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_released_when_an_exception_is_raised_inside(tiny_llava):
+    model, processor = tiny_llava
+    before = model_state(model)
+
+    def explode(attn, grad, query):
+        raise RuntimeError("boom")
+
+    adapter = glimpse.adapter_for(model, processor)
+    image = rand_image(64, 48)
+    text = adapter.render_prompt(QUESTION, 1)
+    inputs = adapter.with_answer(adapter.encode([image], text), adapter.answer_ids(text, " a red"))
+    layout = adapter.layout(inputs, [image], text, QUESTION, 2)
+    with pytest.raises(RuntimeError, match="boom"):
+        with Capture(model, "text_config", explode) as cap:
+            assert model.config.text_config._attn_implementation == CAPTURE_NAME
+            # The vision tower keeps its own attention implementation.
+            assert model.config.vision_config._attn_implementation == before[1]
+            cap.run(inputs, layout)
+    assert_released(model, before)
+
+
+def test_works_whatever_attention_the_model_was_loaded_with():
+    model, processor = build_tiny_llava(seed=5)
+    image = rand_image(64, 48, seed=5)
+    eager = glimpse.explain(model, processor, image, QUESTION, answer=" a red circle")
+    sdpa_model = copy.deepcopy(model)
+    sdpa_model.set_attn_implementation("sdpa")
+    sdpa = glimpse.explain(sdpa_model, processor, image, QUESTION, answer=" a red circle")
+    assert sdpa_model.config.text_config._attn_implementation == "sdpa"
+    torch.testing.assert_close(torch.from_numpy(sdpa.token_visual), torch.from_numpy(eager.token_visual))
+    torch.testing.assert_close(torch.from_numpy(sdpa.prompt), torch.from_numpy(eager.prompt))
+
+
+def test_missing_causal_mask_is_detected(tiny_llava, monkeypatch):
+    model, processor = tiny_llava
+    before = model_state(model)
+
+    def no_mask(batch_size, q_length, kv_length, dtype=torch.float32, **kwargs):
+        return torch.zeros(batch_size, 1, q_length, kv_length, dtype=dtype)
+
+    monkeypatch.setattr(capture_module, "eager_mask", no_mask)
+    with pytest.raises(glimpse.CaptureError, match="future tokens"):
+        glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red")
+    assert_released(model, before)
+
+
+def test_mask_none_gets_an_explicit_causal_mask(tiny_llava, monkeypatch):
+    """Where a model passes no mask at all, capture must still be causal (never bidirectional)."""
+    model, processor = tiny_llava
+    image = rand_image(64, 48)
+    expected = glimpse.explain(model, processor, image, QUESTION, answer=" a red")
+    monkeypatch.setattr(capture_module, "eager_mask", lambda **kwargs: None)
+    result = glimpse.explain(model, processor, image, QUESTION, answer=" a red")
+    torch.testing.assert_close(torch.from_numpy(result.token_visual), torch.from_numpy(expected.token_visual))
+
+
+def test_no_captured_attention_is_a_clear_error(tiny_llava, monkeypatch):
+    model, processor = tiny_llava
+    before = model_state(model)
+    # Simulate a language model that never dispatches through the attention interface.
+    monkeypatch.setattr(Capture, "_impl", lambda self, name: "eager")
+    with pytest.raises(glimpse.CaptureError, match="no language-model attention was captured"):
+        glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red")
+    monkeypatch.undo()
+    assert_released(model, before)
+
+
+def test_gradients_reach_the_image(tiny_llava):
+    model, processor = tiny_llava
+    adapter = glimpse.adapter_for(model, processor)
+    text = adapter.render_prompt(QUESTION, 1)
+    inputs = adapter.encode([rand_image(64, 48)], text)
+    pixels = inputs["pixel_values"].clone().requires_grad_(True)
+    logits = model(**dict(inputs, pixel_values=pixels)).logits
+    (grad,) = torch.autograd.grad(logits[0, -1].max(), pixels)
+    assert grad.abs().sum() > 0

@@ -1,0 +1,89 @@
+"""The library's GLIMPSE against the direct float64 reference (tests/reference.py).
+
+Positions V and P are computed here independently of the library (from the processor's ids), and
+every map and weight must match: Pearson r >= 0.9999 and close values, in float32.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+import glimpse
+from reference import reference_glimpse
+from tiny_models import build_tiny_llava, rand_image
+
+QUESTIONS = ["what color is the object?", "Describe the image.",
+             "Is there a red circle on the left of the image, and what is next to it?"]
+
+
+def assert_match(ours: np.ndarray, ref: torch.Tensor, name: str) -> None:
+    ref = ref.detach().numpy().astype(np.float64)
+    ours = np.asarray(ours, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
+    assert np.allclose(ours, ref, rtol=2e-3, atol=1e-6 * max(1.0, np.abs(ref).max())), f"{name} differs"
+    flat_ours, flat_ref = ours.ravel(), ref.ravel()
+    if flat_ref.size >= 3 and flat_ref.std() > 1e-9 * max(1.0, np.abs(flat_ref).max()):
+        r = np.corrcoef(flat_ours, flat_ref)[0, 1]
+        assert r >= 0.9999, f"{name}: Pearson r = {r:.6f}"
+
+
+def independent_positions(processor, ids: list[int], question: str) -> tuple[list[int], list[int]]:
+    tok = processor.tokenizer
+    image = [i for i, t in enumerate(ids) if t == tok.image_token_id]
+    q_ids = tok.encode(question, add_special_tokens=False)
+    for start in range(len(ids) - len(q_ids), -1, -1):
+        if ids[start:start + len(q_ids)] == q_ids:
+            return image, list(range(start, start + len(q_ids)))
+    raise AssertionError("question not found in the prompt ids")
+
+
+def check_against_reference(model, processor, explanation, question, **options):
+    image = explanation.images[0]
+    prompt_text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True)
+    enc = dict(processor(images=image, text=prompt_text, return_tensors="pt"))
+    prompt_ids = enc["input_ids"][0].tolist()
+    ids = torch.tensor([prompt_ids + explanation.answer_token_ids])
+    inputs = dict(enc, input_ids=ids, attention_mask=torch.ones_like(ids))
+    V, P = independent_positions(processor, prompt_ids, question)
+    Y = list(range(len(prompt_ids), ids.shape[1]))
+    ref = reference_glimpse(model, inputs, Y, V, P, **options)
+    for name in ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma",
+                 "probs", "alpha"):
+        assert_match(getattr(explanation, name), ref[name], name)
+    assert explanation.layers == ref["layers"].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("question,answer", [
+    (QUESTIONS[0], " a red circle"),
+    (QUESTIONS[1], " the image shows a blue square on the left of a red circle"),
+    (QUESTIONS[2], " no"),
+])
+def test_given_answer_matches_reference(seed, question, answer):
+    model, processor = build_tiny_llava(seed=seed)
+    image = rand_image(72, 56, seed=seed)
+    explanation = glimpse.explain(model, processor, image, question, answer=answer)
+    check_against_reference(model, processor, explanation, question)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_generated_answer_matches_reference(seed):
+    model, processor = build_tiny_llava(seed=seed, layers=3)
+    explanation = glimpse.explain(model, processor, rand_image(56, 80, seed=seed), QUESTIONS[0], max_new_tokens=6)
+    assert explanation.answer_generated and len(explanation.answer_token_ids) >= 1
+    check_against_reference(model, processor, explanation, QUESTIONS[0])
+
+
+@pytest.mark.parametrize("options", [
+    {"layer_fraction": 0.5}, {"token_weighting": "confidence"}, {"token_weighting": "prompt"},
+    {"token_weighting": "uniform"}, {"head_lambda": 0.2, "depth_lambda": 0.6},
+])
+def test_options_match_reference(options):
+    model, processor = build_tiny_llava(seed=4, layers=4)
+    explanation = glimpse.explain(model, processor, rand_image(64, 64, seed=4), QUESTIONS[0],
+                                  answer=" a red circle on the left", **options)
+    mode = options.get("token_weighting", "full")
+    ref_options = {k: v for k, v in options.items() if k != "token_weighting"}
+    check_against_reference(model, processor, explanation, QUESTIONS[0], mode=mode, **ref_options)
