@@ -1,0 +1,71 @@
+"""GLIMPSE's maths: weights sum to one, fallbacks, option checks, registry."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import glimpse
+from glimpse.methods import get_method, list_methods
+from glimpse.methods.glimpse import WEIGHTINGS, depth_prior, fuse_heads, layer_weights, token_weights
+from tiny_models import rand_image
+
+QUESTION = "what color is the object?"
+
+
+@pytest.mark.parametrize("mode", WEIGHTINGS)
+def test_betas_sum_to_one(tiny_llava, mode):
+    model, processor = tiny_llava
+    result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle",
+                             token_weighting=mode)
+    for beta in (result.beta_visual, result.beta_prompt):
+        assert beta.min() >= 0 and np.isclose(beta.sum(), 1, atol=1e-6)
+    np.testing.assert_allclose(result.gamma, result.beta_visual * result.beta_prompt, rtol=1e-6)
+    np.testing.assert_allclose(result.alpha.sum(1), 1, atol=1e-6)
+
+
+def test_zero_gradients_fall_back_to_prior_and_uniform(tiny_llava):
+    """With every attention output projection zeroed, no logit depends on any attention."""
+    model, processor = tiny_llava
+    dead = copy.deepcopy(model)
+    for layer in dead.model.language_model.layers:
+        layer.self_attn.o_proj.weight.data.zero_()
+    result = glimpse.explain(dead, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    prior = depth_prior(result.layers, 0.2).numpy()
+    np.testing.assert_allclose(result.alpha, np.tile(prior, (3, 1)), rtol=1e-6)
+    np.testing.assert_allclose(result.beta_visual, 1 / 3, rtol=1e-6)
+    assert np.all(np.isfinite(result.visual)) and np.all(result.visual == 0)
+
+
+def test_fuse_heads_rows_sum_to_one_or_zero():
+    torch.manual_seed(0)
+    attn = torch.softmax(torch.randn(3, 5, 5).masked_fill(torch.ones(5, 5).triu(1).bool(), -1e9), -1)
+    grad = torch.randn(3, 5, 5)
+    grad[:, 2] = -1.0  # row 2 has no positive gradient anywhere
+    out = fuse_heads(attn, grad, 0.5)
+    sums = out["fused"].sum(1)
+    assert torch.allclose(sums[[0, 1, 3, 4]], torch.ones(4)) and sums[2] == 0
+    assert torch.isclose(out["head_weights"].sum(), torch.tensor(1.0))
+
+
+def test_layer_and_token_weight_fallbacks():
+    prior = depth_prior([0, 1, 2], 0.2)
+    assert torch.equal(layer_weights(torch.zeros(3), prior), prior)
+    zeros = torch.zeros(4)
+    beta_v, beta_p = token_weights(torch.rand(4), zeros, zeros, "full")
+    assert torch.allclose(beta_v, torch.full((4,), 0.25)) and torch.allclose(beta_p, torch.full((4,), 0.25))
+
+
+@pytest.mark.parametrize("options", [{"head_lambda": 0}, {"layer_fraction": 0}, {"layer_fraction": 1.5},
+                                     {"token_weighting": "bogus"}, {"unknown_option": 1}])
+def test_bad_options(options):
+    with pytest.raises(glimpse.MethodError):
+        get_method("glimpse", **options)
+
+
+def test_registry_lists_glimpse_first_with_paper():
+    methods = list_methods()
+    assert "glimpse" in methods and "2506.18985" in methods["glimpse"].paper
+    with pytest.raises(glimpse.MethodError, match="available: glimpse"):
+        get_method("nope")

@@ -1,0 +1,113 @@
+"""The command line as a user runs it: a tiny model saved to a folder, real files, exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tiny_models import rand_image
+
+QUESTION = "what color is the object?"
+
+
+def run_process(*args, cwd):
+    """As a user runs it: a separate process."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "glimpse.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run(*args, cwd):
+    """In-process (fast) for the many error cases."""
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(old)
+    result.returncode = result.exit_code
+    return result
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    rand_image(90, 60, seed=1).save(folder / "img.png")
+    (folder / "text.png").write_text("not an image")
+    return folder
+
+
+def test_explain_writes_all_outputs(tiny_llava_dir, workdir):
+    result = run_process("explain", "--model", str(tiny_llava_dir), "--image", "img.png", "--prompt", QUESTION,
+                 "--out", "out1", "--max-new-tokens", "4", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "answer:" in result.stdout and "out1" in result.stdout
+    names = {p.name for p in (workdir / "out1").iterdir()}
+    assert {"explanation.json", "arrays.safetensors", "overlay.png", "report.html"} <= names
+    doc = json.loads((workdir / "out1" / "explanation.json").read_text())
+    assert doc["question"] == QUESTION and doc["answer_generated"] is True
+
+
+def test_explain_given_answer_and_default_folder(tiny_llava_dir, workdir):
+    result = run("explain", "-m", str(tiny_llava_dir), "-i", "img.png", "-p", QUESTION, "-a", "a red circle",
+                 "--layer-fraction", "0.5", "--token-weighting", "confidence", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((workdir / "glimpse-out" / "run-001" / "explanation.json").read_text())
+    assert doc["answer"] == "a red circle" and doc["params"]["token_weighting"] == "confidence"
+
+
+def test_existing_output_is_never_overwritten(tiny_llava_dir, workdir):
+    (workdir / "keep").mkdir()
+    (workdir / "keep" / "mine.txt").write_text("precious")
+    result = run("explain", "-m", str(tiny_llava_dir), "-i", "img.png", "-p", QUESTION, "-o", "keep", cwd=workdir)
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (workdir / "keep" / "mine.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-i", "missing.png", "-p", QUESTION], "image file not found"),
+    (["-i", "text.png", "-p", QUESTION], "not an image file"),
+    (["-i", "img.png", "-p", "   "], "prompt is empty"),
+    (["-i", "img.png", "-p", QUESTION, "-a", "  "], "answer to explain is empty"),
+    (["-i", "img.png", "-p", QUESTION, "--method", "nope"], "unknown method"),
+])
+def test_bad_input_is_one_line_and_exit_2(tiny_llava_dir, workdir, args, message):
+    result = run("explain", "-m", str(tiny_llava_dir), *args, "-o", "bad", cwd=workdir)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model,message", [
+    ("./no/such/folder", "model folder does not exist"),
+    ("some-org/not-cached-model", "cannot load model"),
+])
+def test_bad_model_is_one_line_and_exit_2(workdir, model, message):
+    result = run("explain", "-m", model, "-i", "img.png", "-p", QUESTION, "-o", "bad", cwd=workdir)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unsupported_architecture_names_the_supported_ones(workdir):
+    folder = workdir / "weird"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["FooForBar"], "model_type": "llama"}))
+    result = run("explain", "-m", str(folder), "-i", "img.png", "-p", QUESTION, "-o", "bad", cwd=workdir)
+    assert result.returncode == 2 and "LlavaForConditionalGeneration" in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["explain"], ["methods"]])
+def test_help(workdir, command):
+    result = run(*command, "--help", cwd=workdir)
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_methods_lists_glimpse_with_its_paper(workdir):
+    result = run("methods", cwd=workdir)
+    assert result.returncode == 0 and "glimpse" in result.stdout and "2506.18985" in result.stdout

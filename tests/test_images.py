@@ -1,0 +1,60 @@
+"""Image input: every mode becomes RGB, EXIF rotation is applied, bad files give ImageError."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from glimpse import ImageError
+from glimpse.images import load_image
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "I;16", "CMYK"])
+def test_modes_become_rgb(tmp_path, mode):
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8))
+    picture = base.convert(mode) if mode != "I;16" else base.convert("L").convert("I;16")
+    path = tmp_path / ("x.tiff" if mode in ("I;16", "CMYK") else "x.png")
+    picture.save(path)
+    loaded = load_image(path)
+    assert loaded.mode == "RGB" and loaded.size == (30, 20)
+
+
+def test_rgba_transparency_is_composited_on_white(tmp_path):
+    picture = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
+    assert load_image(picture).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    picture = Image.new("RGB", (40, 20), (0, 0, 0))
+    picture.paste((255, 255, 255), (0, 0, 10, 20))  # white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rot.jpg"
+    picture.save(path, exif=exif, quality=95)
+    loaded = load_image(path)
+    assert loaded.size == (20, 40)
+    assert np.asarray(loaded)[:10, :, 0].mean() > 200 and np.asarray(loaded)[-10:, :, 0].mean() < 50
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_not_an_image(tmp_path):
+    path = tmp_path / "text.png"
+    path.write_text("hello")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(path)
+
+
+def test_directory_is_not_an_image(tmp_path):
+    with pytest.raises(ImageError, match="not a file"):
+        load_image(tmp_path)
+
+
+def test_truncated_image(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ImageError):
+        load_image(path)
