@@ -21,7 +21,8 @@ from .errors import CaptureError
 from .models.layout import SequenceLayout
 
 CAPTURE_NAME = "glimpse_capture"
-Reducer = Callable[[torch.Tensor, torch.Tensor, int], dict[str, torch.Tensor]]
+# (attention [heads, N, N], its gradient or None, query row) -> the tensors a method keeps.
+Reducer = Callable[[torch.Tensor, "torch.Tensor | None", int], dict[str, torch.Tensor]]
 
 
 @dataclass
@@ -41,9 +42,16 @@ class TokenTrace:
 
 @dataclass
 class Trace:
+    """Everything a method gets from capture. `shared` holds layers reduced once for the whole
+    answer (gradient mode "sum" or "none"), reduced with the last answer token's query row."""
+
     tokens: list[TokenTrace]
     n_layers: int
     n_heads: int
+    shared: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+GRADIENT_MODES = ("per_token", "sum", "none")
 
 
 class _Recorder:
@@ -126,7 +134,7 @@ def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     return output.transpose(1, 2).contiguous(), probs
 
 
-def _language_layer_count(model: Any) -> int:
+def language_layer_count(model: Any) -> int:
     config = getattr(model.config, "text_config", model.config)
     return int(config.num_hidden_layers)
 
@@ -192,8 +200,12 @@ class Capture:
             ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(CAPTURE_NAME, None)
         self.recorder.attn.clear()
 
-    def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, needs_gradients: bool = True) -> Trace:
-        """One forward pass over prompt + answer, then one backward per answer token."""
+    def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, gradients: str = "per_token") -> Trace:
+        """One forward pass over prompt + answer, then the backward passes `gradients` asks for:
+        "per_token" (one per answer token: exact), "sum" (one for the sum of the answer logits)
+        or "none" (attention only)."""
+        if gradients not in GRADIENT_MODES:
+            raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
         rec = self.recorder
         with torch.enable_grad():
             logits = self.model(**inputs, use_cache=False).logits[0]
@@ -201,23 +213,32 @@ class Capture:
             raise CaptureError(
                 f"no language-model attention was captured from {type(self.model).__name__}: its language model "
                 "does not dispatch through transformers' attention interface")
-        n_layers = _language_layer_count(self.model)
         wanted = sorted(rec.attn) if self.layers is None else [l for l in self.layers if l in rec.attn]
         if not wanted:
             raise CaptureError(f"none of the requested layers {self.layers} were captured")
         ids = inputs["input_ids"][0]
-        tokens = []
-        for i, pos in enumerate(layout.answer):
-            row = logits[pos - 1]
-            target = int(ids[pos])
-            prob = float(torch.softmax(row.detach().float(), dim=-1)[target])
-            trace = TokenTrace(pos, target, prob, float(row[target].detach()))
-            if needs_gradients:
-                rec.query, rec.reduced = pos - 1, {}
-                # The lowest wanted layer is the only input: autograd stops there, and the hooks of
-                # the layers above reduce their gradients on the way down.
-                torch.autograd.grad(row[target], rec.attn[wanted[0]], retain_graph=i < len(layout.answer) - 1)
-                trace.layers, rec.query = rec.reduced, None
-            tokens.append(trace)
+        rows = [logits[pos - 1] for pos in layout.answer]
+        targets = [int(ids[pos]) for pos in layout.answer]
+        tokens = [TokenTrace(pos, y, float(torch.softmax(row.detach().float(), -1)[y]), float(row[y].detach()))
+                  for pos, row, y in zip(layout.answer, rows, targets)]
+        shared: dict[int, dict[str, torch.Tensor]] = {}
+        last = layout.answer[-1] - 1
+        if gradients == "per_token":
+            for i, token in enumerate(tokens):
+                token.layers = self._backward(rows[i][targets[i]], token.query, wanted[0], i < len(tokens) - 1)
+        elif gradients == "sum":
+            total = torch.stack([row[y] for row, y in zip(rows, targets)]).sum()
+            shared = self._backward(total, last, wanted[0], False)
+        else:
+            shared = {l: rec.reduce_layer(rec.attn[l][0].detach(), None, last) for l in wanted}
         n_heads = next(iter(rec.attn.values())).shape[1]
-        return Trace(tokens, n_layers, n_heads)
+        return Trace(tokens, language_layer_count(self.model), n_heads, shared)
+
+    def _backward(self, target: torch.Tensor, query: int, lowest: int, retain: bool) -> dict[int, dict[str, torch.Tensor]]:
+        rec = self.recorder
+        rec.query, rec.reduced = query, {}
+        # The lowest wanted layer is the only input: autograd stops there, and the hooks of the
+        # layers above reduce their gradients on the way down.
+        torch.autograd.grad(target, rec.attn[lowest], retain_graph=retain)
+        reduced, rec.query, rec.reduced = rec.reduced, None, {}
+        return reduced

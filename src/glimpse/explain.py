@@ -7,7 +7,6 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__
-from .capture import Capture
 from .errors import AnswerError, PromptError
 from .explanation import Explanation
 from .images import ImageInput, load_image
@@ -42,10 +41,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         answer_ids = answer_ids[:max_answer_tokens]
     full = adapter.with_answer(inputs, answer_ids)
     layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
-    layers = chosen.layers(_n_layers(model))
-    with Capture(model, adapter.text_config_key, chosen.reduce_layer, layers) as capture:
-        trace = capture.run(full, layout, chosen.needs_gradients)
-    result = chosen.combine(trace, layout)
+    result = chosen.run(model, adapter, full, layout)
     tokenizer = adapter.tokenizer
     return Explanation(
         question=prompt, answer=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
@@ -54,10 +50,10 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         word_of_token=list(layout.word_of_token), images=images, layouts=list(layout.images),
         **{k: _np(getattr(result, k)) for k in ("token_visual", "visual", "token_prompt", "prompt",
                                                  "beta_visual", "beta_prompt", "gamma")},
-        probs=_np(torch.tensor([t.prob for t in trace.tokens])),
+        probs=_np(result.probs),
         alpha=None if result.alpha is None else _np(result.alpha), layers=list(result.layers),
         method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
-        question_located=layout.question_located)
+        question_located=layout.question_located, approximate=chosen.approximate)
 
 
 def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
@@ -81,11 +77,6 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
             value = getattr(source, name, None)
             ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
     return ids
-
-
-def _n_layers(model: Any) -> int:
-    config = getattr(model.config, "text_config", model.config)
-    return int(config.num_hidden_layers)
 
 
 def _to_device(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:

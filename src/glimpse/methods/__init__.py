@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MethodError
-from .base import Method, MethodResult
+from .base import AttentionMethod, Method, MethodResult
 from .glimpse import Glimpse
 
 _METHODS: dict[str, type[Method]] = {}
@@ -31,4 +31,4 @@ def get_method(name: str, **options: Any) -> Method:
 
 register_method(Glimpse)
 
-__all__ = ["Method", "MethodResult", "get_method", "list_methods", "register_method"]
+__all__ = ["AttentionMethod", "Method", "MethodResult", "get_method", "list_methods", "register_method"]

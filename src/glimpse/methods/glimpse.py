@@ -11,13 +11,13 @@ import torch
 from ..capture import Trace, TokenTrace
 from ..errors import MethodError
 from ..models.layout import SequenceLayout
-from .base import Method, MethodResult
+from .base import AttentionMethod, MethodResult
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 
 
-class Glimpse(Method):
+class Glimpse(AttentionMethod):
     name = "glimpse"
     summary = "Gradient-weighted attention propagated over layers with a depth prior, tokens weighted by relevance"
     paper = "Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985)"
