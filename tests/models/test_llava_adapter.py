@@ -104,3 +104,19 @@ def test_unsupported_model_names_supported_families():
         adapter_for(Strange(), None)
     for arch in supported_architectures():
         assert arch in str(info.value)
+
+
+@pytest.mark.parametrize("size", [(64, 48), (40, 90), (56, 56)])
+def test_token_patches_match_gradient_footprints(size):
+    """Each image token's pixels, as the adapter says, against the gradient ground truth."""
+    from footprint import footprints
+    from tiny_models import build_tiny_llava
+
+    model, processor = build_tiny_llava(seed=1)
+    pictures = [rand_image(*size, seed=1), rand_image(size[1], size[0], seed=2)]
+    adapter = adapter_for(model, processor)
+    text = adapter.render_prompt(QUESTION, 2)
+    inputs = adapter.with_answer(adapter.encode(pictures, text), [5])
+    layout = adapter.layout(inputs, pictures, text, QUESTION, 1)
+    truth = footprints(model, model.model.vision_tower, model.model.language_model, inputs, layout.image_positions)
+    assert adapter.token_patches(inputs, layout) == truth

@@ -16,6 +16,9 @@ from PIL import Image
 from ..errors import AnswerError, PromptError
 from .layout import ImageLayout, SequenceLayout
 
+# (index along pixel_values' first axis, y0, y1, x0, x1)
+PixelPatch = tuple[int, int, int, int, int]
+
 # Inputs that hold one value per sequence position and must grow with the answer.
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
 
@@ -85,6 +88,12 @@ class Adapter:
 
     # --- layout -------------------------------------------------------------------------------
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        raise NotImplementedError
+
+    def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
+        """For every image token (in `layout.image_positions` order), the block of `pixel_values`
+        it sees: (index along pixel_values' first axis, y0, y1, x0, x1). Pixel-space methods pool
+        and occlude through this."""
         raise NotImplementedError
 
     def question_span(self, input_ids: Sequence[int], prompt_text: str,

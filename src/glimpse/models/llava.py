@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from ..errors import CaptureError
-from .base import Adapter
+from .base import Adapter, PixelPatch
 from .geometry import pad_resize_crop_box
-from .layout import ImageLayout, ImageTile
+from .layout import ImageLayout, ImageTile, SequenceLayout
 
 
 class LlavaAdapter(Adapter):
@@ -37,6 +37,16 @@ class LlavaAdapter(Adapter):
         return [ImageLayout(image.width, image.height,
                             (ImageTile(rows, cols, box(image), tuple(positions[i * per_image:(i + 1) * per_image])),))
                 for i, image in enumerate(images)]
+
+    def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
+        _, _, height, width = inputs["pixel_values"].shape
+        patches = []
+        for index, image in enumerate(layout.images):
+            tile = image.tiles[0]
+            ph, pw = height // tile.rows, width // tile.cols
+            patches += [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw)
+                        for r in range(tile.rows) for c in range(tile.cols)]
+        return patches
 
     def _view_box(self, images):
         ip = self.processor.image_processor
