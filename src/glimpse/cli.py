@@ -93,12 +93,17 @@ def explain(
     report_result(result, folder)
 
 
-def quiet_load(model, device, dtype, revision, trust_remote_code):
-    """`glimpse.load` without transformers' progress bars cluttering the terminal."""
-    import glimpse
+def quiet_transformers() -> None:
+    """No progress bars from transformers cluttering the terminal."""
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+
+
+def quiet_load(model, device, dtype, revision, trust_remote_code):
+    import glimpse
+
+    quiet_transformers()
     return glimpse.load(model, device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
 
 
@@ -109,6 +114,31 @@ def report_result(result, folder: Path) -> None:
     typer.echo(f"answer:   {result.answer}" + ("" if result.answer_generated else "  (given)"))
     typer.echo("top prompt words: " + ", ".join(f"{w} ({s:.3g})" for s, w in top))
     typer.echo(f"wrote {folder}/: explanation.json, arrays.safetensors, overlay.png, report.html")
+
+
+@app.command()
+def demo(
+    seed: int = typer.Option(0, help="Which shapes-world scene to draw (any integer)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: a new glimpse-out/run-NNN."),
+    overwrite: bool = typer.Option(False, help="Allow writing into an --out folder that already holds files."),
+) -> None:
+    """Offline demo on the shipped shapes-world model: draw a scene, ask, answer, explain."""
+    from .toy.demo import run_demo
+
+    folder = new_output_folder(out, overwrite)
+    try:
+        quiet_transformers()
+        result = run_demo(folder, seed)
+    except GlimpseError as exc:
+        fail(str(exc))
+    sample = result.sample
+    verdict = "correct" if result.explanation.answer == sample.answer else f"expected: {sample.answer}"
+    typer.echo(f"scene {seed}: {len(sample.objects)} object(s): "
+               + ", ".join(f"{o.color} {o.shape} ({o.quadrant})" for o in sample.objects))
+    report_result(result.explanation, folder)
+    typer.echo(f"the answer is {verdict}")
+    typer.echo(f"map maximum on the asked-about evidence: {'yes' if result.pointing else 'no'}; "
+               f"share of the map on it: {result.energy:.0%} (the evidence covers {sample.mask.mean():.0%} of the image)")
 
 
 @app.command()
