@@ -175,7 +175,8 @@ def attention_grads(logit: torch.Tensor, attns: list[torch.Tensor]) -> list[torc
 
 def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_positions: list[int],
                       prompt_positions: list[int], *, head_lambda: float = 0.5, depth_lambda: float = 0.2,
-                      layer_fraction: float = 1.0, mode: str = "full", query_offset: int = 1
+                      layer_fraction: float = 1.0, mode: str = "full", query_offset: int = 1,
+                      summed_gradients: bool = False, sinks: tuple[int, ...] = ()
                       ) -> dict[str, torch.Tensor]:
     """GLIMPSE for ONE teacher-forced sequence (batch 1), float64, full matrices.
 
@@ -183,6 +184,8 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
     any other processor keys). The logit of answer token t is z_t = logits[0, pos_t - 1, input_ids[0, pos_t]].
     ``query_offset`` (default 1, the method) selects which row of R is read: r_t = R[pos_t - query_offset]; it
     exists only so a test can show that reading the token's own row (query_offset=0) gives an all-zero image map.
+    ``summed_gradients`` (the glimpse_fast approximation): every token uses dA of sum_t z_t instead of dz_t/dA.
+    ``sinks`` (exclude_sinks): these key columns of every attention matrix are set to 0 before head fusion.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -214,16 +217,21 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
     a = torch.zeros(T, dtype=torch.float64)
     v = torch.zeros(T, dtype=torch.float64)
 
+    if summed_gradients:
+        total = sum(logits[pos - 1, int(input_ids[0, pos])] for pos in Y)
+        summed = attention_grads(total, attns)
+
     for t, pos in enumerate(Y):
         y = int(input_ids[0, pos])
         z = logits[pos - 1, y]                               # raw logit of y_t, query row pos - 1
-        grads = attention_grads(z, attns)
+        grads = summed if summed_gradients else attention_grads(z, attns)
         z_all[t] = z.detach()
         probs[t] = torch.softmax(logits[pos - 1].detach(), dim=-1)[y]
 
         E_list, evidence = [], torch.zeros(n, dtype=torch.float64)
         for i, l in enumerate(layers):
-            A_l = attns[l][0].detach()                       # [H, N, N]
+            A_l = attns[l][0].detach().clone()               # [H, N, N]
+            A_l[:, :, list(sinks)] = 0.0
             g_l = grads[l]                                   # [H, N, N]
             E, w = head_fusion(A_l, g_l, head_lambda)
             E_list.append(E)

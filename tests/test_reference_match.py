@@ -16,11 +16,12 @@ QUESTIONS = ["what color is the object?", "Describe the image.",
              "Is there a red circle on the left of the image, and what is next to it?"]
 
 
-def assert_match(ours: np.ndarray, ref: torch.Tensor, name: str) -> None:
+def assert_match(ours: np.ndarray, ref: torch.Tensor, name: str, atol: float = 1e-6) -> None:
+    """Close values (rtol 2e-3, `atol` relative to the reference's largest magnitude) and Pearson r >= 0.9999."""
     ref = ref.detach().numpy().astype(np.float64)
     ours = np.asarray(ours, dtype=np.float64)
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    assert np.allclose(ours, ref, rtol=2e-3, atol=1e-6 * max(1.0, np.abs(ref).max())), f"{name} differs"
+    assert np.allclose(ours, ref, rtol=2e-3, atol=atol * max(1.0, np.abs(ref).max())), f"{name} differs"
     flat_ours, flat_ref = ours.ravel(), ref.ravel()
     if flat_ref.size >= 3 and flat_ref.std() > 1e-9 * max(1.0, np.abs(flat_ref).max()):
         r = np.corrcoef(flat_ours, flat_ref)[0, 1]
@@ -37,7 +38,8 @@ def independent_positions(processor, ids: list[int], question: str) -> tuple[lis
     raise AssertionError("question not found in the prompt ids")
 
 
-def check_against_reference(model, processor, explanation, question, **options):
+def reference_inputs(processor, explanation, question):
+    """The explanation's teacher-forced inputs rebuilt from the processor, with Y, V and P found independently."""
     image = explanation.images[0]
     prompt_text = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
@@ -48,6 +50,11 @@ def check_against_reference(model, processor, explanation, question, **options):
     inputs = dict(enc, input_ids=ids, attention_mask=torch.ones_like(ids))
     V, P = independent_positions(processor, prompt_ids, question)
     Y = list(range(len(prompt_ids), ids.shape[1]))
+    return inputs, Y, V, P
+
+
+def check_against_reference(model, processor, explanation, question, **options):
+    inputs, Y, V, P = reference_inputs(processor, explanation, question)
     ref = reference_glimpse(model, inputs, Y, V, P, **options)
     for name in ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma",
                  "probs", "alpha"):

@@ -43,12 +43,15 @@ class TokenTrace:
 @dataclass
 class Trace:
     """Everything a method gets from capture. `shared` holds layers reduced once for the whole
-    answer (gradient mode "sum" or "none"), reduced with the last answer token's query row."""
+    answer (gradient mode "sum" or "none"), reduced with the last answer token's query row.
+    `layers` are the requested layers that really called attention, increasing: all of them in a
+    plain transformer, only some in a hybrid one (Qwen3.5's linear-attention layers never do)."""
 
     tokens: list[TokenTrace]
     n_layers: int
     n_heads: int
     shared: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    layers: list[int] = field(default_factory=list)
 
 
 GRADIENT_MODES = ("per_token", "sum", "none")
@@ -232,7 +235,7 @@ class Capture:
         else:
             shared = {l: rec.reduce_layer(rec.attn[l][0].detach(), None, last) for l in wanted}
         n_heads = next(iter(rec.attn.values())).shape[1]
-        return Trace(tokens, language_layer_count(self.model), n_heads, shared)
+        return Trace(tokens, language_layer_count(self.model), n_heads, shared, wanted)
 
     def _backward(self, target: torch.Tensor, query: int, lowest: int, retain: bool) -> dict[int, dict[str, torch.Tensor]]:
         rec = self.recorder

@@ -24,7 +24,9 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     `answer`, that given text is explained (teacher forcing). `max_answer_tokens` explains only
     the first tokens of a long answer. Other keyword options go to the method, for GLIMPSE:
     `head_lambda` (0.5), `depth_lambda` (0.2), `layer_fraction` (1.0), `token_weighting`
-    ("full" | "confidence" | "prompt" | "uniform").
+    ("full" | "confidence" | "prompt" | "uniform"), `exclude_sinks` (False). `method` is any
+    registered name (`glimpse.list_methods()`); each method's class documents its options
+    (docs/methods.md gathers them).
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError("the prompt is empty: give the question to ask about the image")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,7 +40,12 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
         raise ModelLoadError(_not_available(source, exc)) from None
     _check_supported(config)
     try:
-        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        try:
+            processor = AutoProcessor.from_pretrained(source, **kwargs)
+        except ImportError as exc:
+            if "torchvision" not in str(exc).lower():
+                raise
+            processor = _processor_without_video(source, config, **kwargs)
         loaded = AutoModelForImageTextToText.from_pretrained(
             source, dtype=torch_dtype, device_map=device_map, attn_implementation="sdpa", **kwargs)
     except (OSError, ValueError) as exc:
@@ -48,6 +54,46 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
         loaded.to(device)
     loaded.eval()
     return Loaded(loaded, processor)
+
+
+def _processor_without_video(source: str, config: Any, **kwargs: Any) -> Any:
+    """The model's processor with its video slot left out, for image-only use.
+
+    Processors with a video slot (Qwen2-VL and later, InternVL, LLaVA-OneVision, SmolVLM) load a
+    video processor that needs torchvision, even when only images are processed. The processor
+    class comes from the folder's processor_config.json / preprocessor_config.json, else from the
+    model type (as AutoProcessor picks it); `without_video` of it then loads everything else
+    (image processor, tokenizer, chat template, processor options) the usual way.
+    """
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+    from transformers.utils import cached_file
+
+    name = None
+    for filename in ("processor_config.json", "preprocessor_config.json"):
+        path = cached_file(source, filename, revision=kwargs.get("revision"),
+                           _raise_exceptions_for_missing_entries=False)
+        name = json.loads(Path(path).read_text()).get("processor_class") if path else None
+        if name:
+            break
+    name = name or PROCESSOR_MAPPING_NAMES.get(config.model_type)
+    base = getattr(transformers, name, None) if name else None
+    if base is None:
+        raise ModelLoadError(f"cannot build the processor of {source!r} without torchvision (class {name!r} unknown)")
+    return without_video(base).from_pretrained(source, **kwargs)
+
+
+def without_video(base: type) -> type:
+    """Processor class `base` without its video slot: it neither loads nor requires a video
+    processor (ProcessorMixin builds, checks and loads exactly the parts `get_attributes` lists)."""
+
+    class WithoutVideo(base):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [a for a in super().get_attributes() if "video" not in a]
+
+    WithoutVideo.__name__ = WithoutVideo.__qualname__ = base.__name__
+    return WithoutVideo
 
 
 def _resolve(model: str | os.PathLike | None) -> str:

@@ -28,8 +28,8 @@ def token_local_vision(vision_tower: torch.nn.Module):
             handle.remove()
 
 
-def footprints(model, vision_tower, language_model, inputs, positions):
-    """Bounding box (index, y0, y1, x0, x1) of d embedding[pos] / d pixel_values != 0, per position."""
+def pixel_gradients(model, vision_tower, language_model, inputs, positions):
+    """d embedding[pos].sum() / d pixel_values (shaped like pixel_values) per position, with the tower token-local."""
     captured = {}
 
     def grab(module, args, kwargs):
@@ -42,11 +42,34 @@ def footprints(model, vision_tower, language_model, inputs, positions):
             model(**dict(inputs, pixel_values=pixels))
     finally:
         handle.remove()
+    return [torch.autograd.grad(captured["embeds"][0, pos].sum(), pixels, retain_graph=True)[0] for pos in positions]
+
+
+def footprint_blocks(model, vision_tower, language_model, inputs, positions):
+    """Per position, {frame index: (y0, y1, x0, x1)} where d embedding[pos] / d pixel_values != 0.
+
+    A frame index is an int for 4-D pixel_values, a tuple (e.g. (image, tile)) for 5-D ones. Each
+    block must be a full rectangle; a token that sees no pixel (a newline) gets {}.
+    """
+    grads = pixel_gradients(model, vision_tower, language_model, inputs, positions)
+    result = []
+    for pos, grad in zip(positions, grads):
+        support = grad.abs().sum(dim=-3) > 0  # over channels: [*frames, H, W]
+        blocks = {}
+        for frame in torch.nonzero(support.flatten(-2).any(-1)).tolist():
+            ys, xs = torch.nonzero(support[tuple(frame)], as_tuple=True)
+            box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+            assert len(ys) == (box[1] - box[0]) * (box[3] - box[2]), f"token at {pos}: footprint is not a rectangle"
+            blocks[frame[0] if len(frame) == 1 else tuple(frame)] = box
+        result.append(blocks)
+    return result
+
+
+def footprints(model, vision_tower, language_model, inputs, positions):
+    """(frame index, y0, y1, x0, x1) of d embedding[pos] / d pixel_values != 0, per position (one frame each)."""
     boxes = []
-    for pos in positions:
-        (grad,) = torch.autograd.grad(captured["embeds"][0, pos].sum(), pixels, retain_graph=True)
-        support = grad.abs().sum(dim=-3) > 0  # over channels: [images, H, W]
-        index, ys, xs = torch.nonzero(support, as_tuple=True)
-        assert index.numel() and (index == index[0]).all(), f"token at {pos} sees several images or none"
-        boxes.append((int(index[0]), int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1))
+    for pos, blocks in zip(positions, footprint_blocks(model, vision_tower, language_model, inputs, positions)):
+        assert len(blocks) == 1, f"token at {pos} sees several frames or none"
+        ((index, box),) = blocks.items()
+        boxes.append((index, *box))
     return boxes

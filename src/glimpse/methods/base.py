@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 
-from ..capture import Capture, Trace, language_layer_count
+from ..capture import Capture, Reducer, Trace, language_layer_count
 from ..models.base import Adapter
 from ..models.layout import SequenceLayout
 
@@ -60,9 +62,22 @@ class AttentionMethod(Method):
     respect to them (both [heads, N, N], float32; grad is None when `gradients` is "none") and
     returns the small tensors `combine` needs; it runs inside the backward pass.
     `gradients`: "per_token" (exact), "sum" (one backward of the summed logits) or "none".
+
+    `exclude_sinks` (an option of every attention method): the attention columns of the sink keys
+    (`sink_positions`) are zeroed before `reduce_layer` sees the attention, so no method's maths
+    can route relevance through them; methods that renormalise rows do so after the zeroing. The
+    gradients are left as the model gives them (dz/dA is a property of the model at A, not of
+    the attention pattern).
     """
 
     gradients: ClassVar[str] = "per_token"
+    exclude_sinks: bool = False  # set per instance by __init__; the class default keeps older subclasses working
+
+    def __init__(self, exclude_sinks: bool = False) -> None:
+        self.exclude_sinks = bool(exclude_sinks)
+
+    def params(self) -> dict[str, Any]:
+        return {"exclude_sinks": self.exclude_sinks}
 
     def layers(self, n_layers: int) -> list[int]:
         return list(range(n_layers))
@@ -76,8 +91,72 @@ class AttentionMethod(Method):
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
         layers = self.layers(language_layer_count(model))
-        with Capture(model, adapter.text_config_key, self.reduce_layer, layers) as capture:
+        reduce = self.reduce_layer
+        if self.exclude_sinks:
+            reduce = without_keys(reduce, sink_positions(layout))
+        with Capture(model, adapter.text_config_key, reduce, layers) as capture:
             trace = capture.run(inputs, layout, self.gradients)
         result = self.combine(trace, layout)
         result.probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
         return result
+
+
+def sink_positions(layout: SequenceLayout) -> list[int]:
+    """Attention-sink keys: the first position and the chat-template tokens before the first image
+    token, i.e. every position before the first image token that is neither an image nor a
+    question token (the first position is included by the same rule unless it is one of those)."""
+    image = set(layout.image_positions)
+    keep = image | set(layout.prompt)
+    first_image = min(image, default=layout.length)
+    return [p for p in range(max(first_image, 1)) if p not in keep]
+
+
+def without_keys(reduce: Reducer, keys: list[int]) -> Reducer:
+    """`reduce` applied to attention whose columns `keys` are zero."""
+    index = torch.tensor(keys, dtype=torch.long)
+
+    def reduce_masked(attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
+        return reduce(attn.index_fill(-1, index.to(attn.device), 0.0), grad, query)
+    return reduce_masked
+
+
+def result_from_tokens(token_visual: torch.Tensor, token_prompt: torch.Tensor, layers: list[int],
+                       weights: torch.Tensor) -> MethodResult:
+    """A result whose holistic maps weigh every answer token by the same `weights` [T] in both
+    modalities: visual = weights @ token_visual, prompt = weights @ token_prompt, gamma = weights^2.
+    Baselines use 1/T (the mean over tokens) or 1 (the sum, for attributions of the answer's
+    log-likelihood, which is the sum of its tokens' log-probabilities)."""
+    weights = weights.float()
+    return MethodResult(
+        token_visual=token_visual.float(), token_prompt=token_prompt.float(),
+        visual=weights @ token_visual.float(), prompt=weights @ token_prompt.float(),
+        beta_visual=weights.clone(), beta_prompt=weights.clone(), gamma=weights * weights, layers=layers)
+
+
+@contextmanager
+def frozen(model: Any) -> Iterator[Any]:
+    """Evaluation mode with no parameter gradients for the duration (restored on exit): methods that
+    differentiate with respect to inputs only, or not at all."""
+    training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def logits_kwargs(model: Any, n_answer: int) -> dict[str, int]:
+    """Forward arguments that keep only the last n_answer + 1 positions' logits (the answer's query
+    rows and the last position) where the model supports it: the other rows are never read."""
+    accepted = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return {"logits_to_keep": n_answer + 1} if accepted else {}
+
+
+def answer_logits(model: Any, inputs: dict[str, torch.Tensor], n_answer: int, **kwargs: Any) -> tuple[Any, torch.Tensor]:
+    """One forward pass; returns the output and the logits at the answer tokens' query rows
+    ([batch, n_answer, vocab], float32)."""
+    out = model(**inputs, use_cache=False, **logits_kwargs(model, n_answer), **kwargs)
+    return out, out.logits[:, -(n_answer + 1): -1].float()

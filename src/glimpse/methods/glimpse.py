@@ -4,6 +4,7 @@ relevance-weighted token aggregation. Equations follow docs/method.md (Steps 1-5
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -23,7 +24,8 @@ class Glimpse(AttentionMethod):
     paper = "Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985)"
 
     def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
-                 token_weighting: str = "full") -> None:
+                 token_weighting: str = "full", exclude_sinks: bool = False) -> None:
+        super().__init__(exclude_sinks)
         if head_lambda <= 0:
             raise MethodError(f"head_lambda must be > 0, got {head_lambda}")
         if not 0 < layer_fraction <= 1:
@@ -37,7 +39,7 @@ class Glimpse(AttentionMethod):
 
     def params(self) -> dict[str, Any]:
         return {"head_lambda": self.head_lambda, "depth_lambda": self.depth_lambda,
-                "layer_fraction": self.layer_fraction, "token_weighting": self.token_weighting}
+                "layer_fraction": self.layer_fraction, "token_weighting": self.token_weighting, **super().params()}
 
     def layers(self, n_layers: int) -> list[int]:
         n = max(1, math.ceil(self.layer_fraction * n_layers))
@@ -50,7 +52,7 @@ class Glimpse(AttentionMethod):
         return {**fuse_heads(a, g, self.head_lambda), "evidence": g.sum(0).abs().sum()}
 
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
-        layers = self.layers(trace.n_layers)
+        layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
         prior = depth_prior(layers, self.depth_lambda)
         rows, alphas = [], []
         for token in trace.tokens:
@@ -68,6 +70,32 @@ class Glimpse(AttentionMethod):
             visual=beta_visual @ token_visual, prompt=beta_prompt @ token_prompt,
             beta_visual=beta_visual, beta_prompt=beta_prompt, gamma=beta_visual * beta_prompt,
             layers=layers, alpha=torch.stack(alphas))
+
+
+class GlimpseFast(Glimpse):
+    """An APPROXIMATION of GLIMPSE: one backward pass of the sum of the answer logits (sum_t z_t)
+    instead of one per answer token.
+
+    Every step is GLIMPSE's own (`fuse_heads`, `layer_weights`, `propagate`, `token_weights`), but
+    the gradient-weighted attention, head weights and layer evidence are those of the summed
+    logits, shared by all tokens: token t's row is propagated from its own query row t-1 through
+    the shared fused matrices (cut to its causal prefix). The head and layer weights therefore mix
+    the evidence of all tokens, so per-token maps differ from GLIMPSE's except for a one-token
+    answer, where the two coincide. Cost: one backward instead of T.
+    """
+
+    name = "glimpse_fast"
+    summary = "GLIMPSE approximated with one backward pass of the summed answer logits (fast, approximate)"
+    paper = ("Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985); "
+             "one-backward approximation")
+    approximate = True
+    gradients = "sum"
+
+    def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
+        tokens = [replace(token, layers={layer: {**reduced, "fused": reduced["fused"][: token.query + 1, : token.query + 1]}
+                                         for layer, reduced in trace.shared.items()})
+                  for token in trace.tokens]
+        return super().combine(replace(trace, tokens=tokens), layout)
 
 
 def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float) -> dict[str, torch.Tensor]:

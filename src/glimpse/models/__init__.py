@@ -12,6 +12,10 @@ from ..errors import UnsupportedModelError
 from .base import Adapter
 from .layout import ImageLayout, ImageTile, SequenceLayout
 from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
+from .idefics3 import Idefics3Adapter
+from .qwen import QwenVLAdapter
+from .internvl import InternVLAdapter
 
 _ADAPTERS: list[type[Adapter]] = []
 
@@ -34,6 +38,11 @@ def adapter_for(model: Any, processor: Any) -> Adapter:
 
 
 register_adapter(LlavaAdapter)
+register_adapter(LlavaNextAdapter)
+register_adapter(LlavaOnevisionAdapter)
+register_adapter(Idefics3Adapter)
+register_adapter(QwenVLAdapter)
+register_adapter(InternVLAdapter)
 
 __all__ = ["Adapter", "ImageLayout", "ImageTile", "SequenceLayout", "adapter_for", "register_adapter",
            "supported_architectures"]

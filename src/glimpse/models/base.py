@@ -13,11 +13,14 @@ from typing import Any, ClassVar, Sequence
 import torch
 from PIL import Image
 
-from ..errors import AnswerError, PromptError
+from ..errors import AnswerError, CaptureError, PromptError
 from .layout import ImageLayout, SequenceLayout
 
-# (index along pixel_values' first axis, y0, y1, x0, x1)
-PixelPatch = tuple[int, int, int, int, int]
+# Which [channels, H, W] frame of pixel_values: its index along the leading axes, an int for 4-D
+# pixel_values ([frames, 3, H, W]), a tuple for 5-D ones (LLaVA-NeXT: (image, tile); Idefics3: (sample, frame)).
+FrameIndex = int | tuple[int, ...]
+# (frame index, y0, y1, x0, x1): the block pixel_values[index][:, y0:y1, x0:x1].
+PixelPatch = tuple[FrameIndex, int, int, int, int]
 
 # Inputs that hold one value per sequence position and must grow with the answer.
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
@@ -47,6 +50,9 @@ class Adapter:
         messages = [{"role": "user", "content": content}]
         if system_prompt:
             messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+        return self._apply_chat_template(messages)
+
+    def _apply_chat_template(self, messages: list[dict]) -> str:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, images: Sequence[Image.Image], text: str) -> dict[str, torch.Tensor]:
@@ -92,8 +98,9 @@ class Adapter:
 
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
         """For every image token (in `layout.image_positions` order), the block of `pixel_values`
-        it sees: (index along pixel_values' first axis, y0, y1, x0, x1). Pixel-space methods pool
-        and occlude through this."""
+        it sees: (frame index along pixel_values' leading axes, y0, y1, x0, x1); see `PixelPatch`.
+        A token that mixes several frames (LLaVA-OneVision's downsampling across a tile seam) gets
+        its block in the frame it draws on most. Pixel-space methods pool and occlude through this."""
         raise NotImplementedError
 
     def question_span(self, input_ids: Sequence[int], prompt_text: str,
@@ -163,3 +170,28 @@ def _find_last_run(haystack: list[int], needle: list[int]) -> list[int]:
         if haystack[start:start + n] == needle:
             return list(range(start, start + n))
     return []
+
+
+def split_image_runs(positions: Sequence[int], counts: Sequence[int]) -> list[tuple[int, ...]]:
+    """Split the image-token positions of several images into one contiguous run per image.
+
+    `counts` is how many tokens each image should have, as the processor's geometry says; a total
+    or a run that disagrees means processor and model configuration do not match.
+    """
+    if sum(counts) != len(positions):
+        raise CaptureError(f"found {len(positions)} image tokens where the processor's geometry gives "
+                           f"{' + '.join(map(str, counts))}; the processor and model configuration disagree")
+    runs, start = [], 0
+    for count in counts:
+        run = tuple(positions[start:start + count])
+        if run and run[-1] - run[0] != count - 1:
+            raise CaptureError(f"the image tokens at {run[0]}..{run[-1]} are not one contiguous run of {count}")
+        runs.append(run)
+        start += count
+    return runs
+
+
+def grid_patches(index: FrameIndex, rows: int, cols: int, height: int, width: int) -> list[PixelPatch]:
+    """Row-major pixel blocks of a rows x cols token grid laid evenly over one height x width frame."""
+    ph, pw = height // rows, width // cols
+    return [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw) for r in range(rows) for c in range(cols)]

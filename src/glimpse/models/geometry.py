@@ -7,6 +7,7 @@ processed view covers, so a token grid over the view can be laid back onto the o
 from __future__ import annotations
 
 import numpy as np
+from transformers.image_processing_utils import get_patch_output_size
 from transformers.image_transforms import get_resize_output_image_size
 from transformers.image_utils import ChannelDimension
 
@@ -50,3 +51,30 @@ def pad_resize_crop_box(width: int, height: int, *, pad_to_square: bool, size, c
         top, left = (rh - crop_h) // 2, (rw - crop_w) // 2  # floor, as transformers' centre crop
         right, bottom = left + crop_w, top + crop_h
     return (cx0 + left * sx, cy0 + top * sy, cx0 + right * sx, cy0 + bottom * sy)
+
+
+def grid_boxes(width: int, height: int, rows: int, cols: int) -> list[Box]:
+    """Row-major boxes of the rows x cols tiles a processor cuts from the whole image stretched
+    onto its tile canvas (no crop, no pad): tile (r, c) covers that cell of the original image."""
+    tw, th = width / cols, height / rows
+    return [(c * tw, r * th, (c + 1) * tw, (r + 1) * th) for r in range(rows) for c in range(cols)]
+
+
+def fit_pad_box(width: int, height: int, canvas: tuple[int, int], region: Box) -> Box:
+    """Box in original coordinates of `region` (x0, y0, x1, y1 in canvas pixels) of a canvas
+    (height, width) that holds the image resized to fit, aspect kept (transformers'
+    `get_patch_output_size` rounding), and centred with zero padding (LLaVA-NeXT's anyres)."""
+    dummy = np.zeros((1, height, width), dtype=np.uint8)
+    fit_h, fit_w = get_patch_output_size(dummy, canvas, ChannelDimension.FIRST)
+    top, left = (canvas[0] - fit_h) // 2, (canvas[1] - fit_w) // 2  # floor, as the processor pads
+    sx, sy = width / fit_w, height / fit_h
+    x0, y0, x1, y1 = region
+    return ((x0 - left) * sx, (y0 - top) * sy, (x1 - left) * sx, (y1 - top) * sy)
+
+
+def squash_box(width: int, height: int, *, size, crop) -> Box:
+    """Box covered by LLaVA-NeXT's base view: the whole image resized to the base size (a square of
+    `shortest_edge`, or height x width) regardless of its aspect, then an optional centre crop."""
+    side = _get(size, "shortest_edge")
+    target = {"height": _get(size, "height") or side, "width": _get(size, "width") or side}
+    return pad_resize_crop_box(width, height, pad_to_square=False, size=target, crop=crop)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch
+from .base import Adapter, PixelPatch, grid_patches
 from .geometry import pad_resize_crop_box
 from .layout import ImageLayout, ImageTile, SequenceLayout
 
@@ -39,14 +39,10 @@ class LlavaAdapter(Adapter):
                 for i, image in enumerate(images)]
 
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
+        # pixel_values is 4-D [images, 3, H, W]: the frame index is the image's index.
         _, _, height, width = inputs["pixel_values"].shape
-        patches = []
-        for index, image in enumerate(layout.images):
-            tile = image.tiles[0]
-            ph, pw = height // tile.rows, width // tile.cols
-            patches += [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw)
-                        for r in range(tile.rows) for c in range(tile.cols)]
-        return patches
+        return [patch for index, image in enumerate(layout.images)
+                for patch in grid_patches(index, image.tiles[0].rows, image.tiles[0].cols, height, width)]
 
     def _view_box(self, images):
         ip = self.processor.image_processor

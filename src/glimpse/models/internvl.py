@@ -1,0 +1,66 @@
+"""InternVL (`InternVLForConditionalGeneration`): `<img>` + tiles x `<IMG_CONTEXT>` run + `</img>` per image.
+
+The GotOcr2 image processor picks a canvas of cols x rows tiles whose aspect ratio is closest to the
+image's (`get_optimal_tiled_canvas`), stretches the whole image onto it and cuts it into tiles,
+row-major; when there is more than one tile a thumbnail (the whole image resized to one tile) comes
+last. Each tile is one entry of `pixel_values`; the vision tower's pixel shuffle turns its
+(size / patch)^2 patches into a row-major grid of (size / patch * downsample_ratio)^2 tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
+
+from .base import Adapter, PixelPatch, grid_patches, split_image_runs
+from .layout import Box, ImageLayout, ImageTile, SequenceLayout
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """Vision configs give image and patch sizes as one int or as (height, width)."""
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class InternVLAdapter(Adapter):
+    family = "internvl"
+    architectures = ("InternVLForConditionalGeneration",)
+
+    def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        rows, cols = self._tokens_per_tile()
+        per_tile = rows * cols
+        boxes = [self._tile_boxes(image) for image in images]
+        ids = inputs["input_ids"][0]
+        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        runs = split_image_runs(positions, [len(image_boxes) * per_tile for image_boxes in boxes])
+        return [ImageLayout(image.width, image.height,
+                            tuple(ImageTile(rows, cols, box, run[k * per_tile:(k + 1) * per_tile])
+                                  for k, box in enumerate(image_boxes)))
+                for image, image_boxes, run in zip(images, boxes, runs)]
+
+    def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
+        _, _, height, width = inputs["pixel_values"].shape
+        rows, cols = self._tokens_per_tile()
+        # pixel_values holds every image's tiles in layout order, one tile per entry.
+        n_tiles = sum(len(image.tiles) for image in layout.images)
+        return [patch for k in range(n_tiles) for patch in grid_patches(k, rows, cols, height, width)]
+
+    def _tokens_per_tile(self) -> tuple[int, int]:
+        config = self.model.config
+        (h, w), (ph, pw) = _pair(config.vision_config.image_size), _pair(config.vision_config.patch_size)
+        return int(h // ph * config.downsample_ratio), int(w // pw * config.downsample_ratio)
+
+    def _tile_boxes(self, image: Image.Image) -> list[Box]:
+        """Each tile's box in original coordinates, in the processor's order (thumbnail last)."""
+        ip = self.processor.image_processor
+        whole = (0.0, 0.0, float(image.width), float(image.height))
+        if not (getattr(ip, "crop_to_patches", False) and ip.max_patches > 1):
+            return [whole]
+        size = ip.size
+        n_cols, n_rows = get_optimal_tiled_canvas((image.height, image.width), (size["height"], size["width"]),
+                                                  ip.min_patches, ip.max_patches)
+        tw, th = image.width / n_cols, image.height / n_rows
+        boxes = [(c * tw, r * th, (c + 1) * tw, (r + 1) * th) for r in range(n_rows) for c in range(n_cols)]
+        return boxes + [whole] if len(boxes) > 1 else boxes

@@ -1,0 +1,42 @@
+"""Qwen2-VL, Qwen2.5-VL, Qwen3-VL and Qwen3.5: one run of `<|image_pad|>` tokens per image.
+
+The image processor resizes each image with `smart_resize` to a multiple of patch * merge pixels in
+each direction (a stretch of the whole image: no crop, no pad), cuts it into patches and the vision
+tower merges merge x merge neighbouring patches into one token. So image i becomes a row-major grid
+of (h / merge) x (w / merge) tokens, with (t, h, w) its row of `image_grid_thw`, and the grid covers
+the whole original image. The four architectures differ inside the vision tower (window attention,
+deepstack features) and the language model (Qwen3.5 is hybrid: only its full-attention layers call
+attention, which capture handles generically), not in this layout.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import CaptureError
+from .base import Adapter, split_image_runs
+from .layout import ImageLayout, ImageTile
+
+
+class QwenVLAdapter(Adapter):
+    family = "qwen-vl"
+    architectures = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+                     "Qwen3VLForConditionalGeneration", "Qwen3_5ForConditionalGeneration")
+
+    def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
+        grids = inputs["image_grid_thw"].tolist()
+        if len(grids) != len(images):
+            raise CaptureError(f"the processor gave {len(grids)} image grids for {len(images)} image(s)")
+        if any(t != 1 for t, _, _ in grids):
+            raise CaptureError("an image has more than one temporal patch; only still images are supported")
+        merge = self.model.config.vision_config.spatial_merge_size
+        shapes = [(h // merge, w // merge) for _, h, w in grids]
+        ids = inputs["input_ids"][0]
+        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        runs = split_image_runs(positions, [rows * cols for rows, cols in shapes])
+        return [ImageLayout(image.width, image.height,
+                            (ImageTile(rows, cols, (0.0, 0.0, float(image.width), float(image.height)), run),))
+                for image, (rows, cols), run in zip(images, shapes, runs)]
