@@ -111,3 +111,18 @@ def test_help(workdir, command):
 def test_methods_lists_glimpse_with_its_paper(workdir):
     result = run("methods", cwd=workdir)
     assert result.returncode == 0 and "glimpse" in result.stdout and "2506.18985" in result.stdout
+
+
+def test_any_method_and_its_options_from_the_cli(tiny_llava_dir, workdir):
+    result = run("explain", "-m", str(tiny_llava_dir), "-i", "img.png", "-p", QUESTION, "-a", "a red",
+                 "--method", "raw_attention", "--set", "layer=-1", "--set", "exclude_sinks=true", "-o", "raw",
+                 cwd=workdir)
+    assert result.returncode == 0, result.stdout
+    doc = json.loads((workdir / "raw" / "explanation.json").read_text())
+    assert doc["method"] == "raw_attention" and doc["params"]["layer"] == -1 and doc["params"]["exclude_sinks"] is True
+
+
+def test_bad_set_option(tiny_llava_dir, workdir):
+    result = run("explain", "-m", str(tiny_llava_dir), "-i", "img.png", "-p", QUESTION, "--set", "novalue",
+                 "-o", "bad2", cwd=workdir)
+    assert result.returncode == 2 and "KEY=VALUE" in result.stderr

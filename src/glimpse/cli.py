@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -66,6 +68,9 @@ def explain(
     depth_lambda: float = typer.Option(0.2, help="Depth-prior strength lambda_d."),
     token_weighting: Weighting = typer.Option(Weighting.full, help="How answer tokens are weighted into the maps."),
     system_prompt: Optional[str] = typer.Option(None, help="System prompt to put before the question."),
+    option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                     help="Any method option, repeatable: e.g. --set layer=-1 --set exclude_sinks=true "
+                                          "(values are read as JSON when they parse, else as text)."),
 ) -> None:
     """Explain a model's answer about an image; writes explanation.json, arrays, overlay.png, report.html."""
     import glimpse
@@ -73,10 +78,8 @@ def explain(
     from .methods import get_method
 
     folder = new_output_folder(out, overwrite)
-    options = {}
-    if method == "glimpse":
-        options = dict(layer_fraction=layer_fraction, head_lambda=head_lambda, depth_lambda=depth_lambda,
-                       token_weighting=token_weighting.value)
+    options = method_options(method, dict(layer_fraction=layer_fraction, head_lambda=head_lambda,
+                                          depth_lambda=depth_lambda, token_weighting=token_weighting.value), option)
     try:
         # Check what is cheap to check before loading a model that may take minutes.
         picture = load_image(image)
@@ -91,6 +94,25 @@ def explain(
     except GlimpseError as exc:
         fail(str(exc))
     report_result(result, folder)
+
+
+def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
+    """The GLIMPSE flags the method accepts, plus every --set KEY=VALUE."""
+    from .methods import list_methods
+
+    cls = list_methods().get(method)
+    accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
+    options = {k: v for k, v in flags.items() if k in accepted}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options[key.strip().replace("-", "_")] = value
+    return options
 
 
 def quiet_transformers() -> None:
