@@ -163,6 +163,60 @@ def demo(
                f"share of the map on it: {result.energy:.0%} (the evidence covers {sample.mask.mean():.0%} of the image)")
 
 
+toy_app = typer.Typer(no_args_is_help=True, help="The shapes world and its shipped model: train, benchmark.")
+app.add_typer(toy_app, name="toy")
+
+
+@toy_app.command("train")
+def toy_train(
+    out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Run folder: log, checkpoint, final model in OUT/model."),
+    seed: int = typer.Option(0, help="Training seed (the shipped model used 0)."),
+) -> None:
+    """Train the shapes-world model from scratch with the shipped recipe (resumes from OUT's checkpoint).
+    Every recipe knob is a flag of `python -m glimpse.toy.train`."""
+    import logging
+
+    from .toy.train import train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    typer.echo(f"trained model: {train(out, seed)}")
+
+
+@toy_app.command("bench")
+def toy_bench(
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),
+    n: int = typer.Option(1000, min=1, help="Held-out scenes for accuracy."),
+    n_localisation: int = typer.Option(200, min=0, help="Held-out scenes for localisation (0: skip)."),
+    methods: str = typer.Option("glimpse,raw_attention", help="Comma-separated methods to compare for localisation."),
+) -> None:
+    """Held-out exact-match accuracy and localisation (pointing game, energy in mask) of a toy model."""
+    import glimpse
+
+    from .toy.bench import HELDOUT_SEED, evaluate_accuracy
+    from .toy.localisation import evaluate_localisation
+
+    try:
+        quiet_transformers()
+        loaded = glimpse.load(model, device="cpu")
+        accuracy = evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)
+        typer.echo(f"exact-match accuracy on {n} held-out scenes (seed {HELDOUT_SEED}): {accuracy['overall']:.1%}")
+        for qtype, value in sorted(accuracy["per_type"].items()):
+            typer.echo(f"  type {qtype}: {value:.1%} (n={accuracy['count_per_type'][qtype]})")
+        if n_localisation:
+            names = tuple(m.strip() for m in methods.split(",") if m.strip())
+            result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED, names)
+            typer.echo(f"localisation on {result['n_questions']} type 1-3 questions of {n_localisation} scenes "
+                       f"(explaining the model's own answers):")
+            typer.echo(f"  {'method':<16}{'pointing':>10}{'pointing|correct':>18}{'energy in mask':>16}")
+            for name, row in result["methods"].items():
+                typer.echo(f"  {name:<16}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}"
+                           f"{row['energy']:>16.1%}")
+            typer.echo(f"  chance: pointing {result['chance_pointing']:.1%}, "
+                       f"energy {result['mask_share']:.1%} (the object's share of the image)")
+    except GlimpseError as exc:
+        fail(str(exc))
+
+
 @app.command()
 def methods() -> None:
     """List the explanation methods with a one-line description and their paper."""

@@ -35,3 +35,11 @@ def test_energy_in_mask(explanation):
     mask[:, :56] = True  # left half of the original image: half of the seen (cropped) region
     assert energy_in_mask(explanation, mask) == pytest.approx(0.5, abs=0.02)
     assert energy_in_mask(explanation, np.ones_like(mask)) == pytest.approx(1.0)
+
+
+def test_pointing_chance_counts_cells_touching_the_mask(explanation):
+    from glimpse.eval import pointing_chance
+
+    mask = np.zeros((56, 112), dtype=bool)
+    mask[0:14, 28:42] = True  # exactly cell (0, 0) of the crop
+    assert pointing_chance(explanation.layouts[0], mask) == pytest.approx(1 / 16)

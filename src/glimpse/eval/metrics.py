@@ -5,6 +5,28 @@ from __future__ import annotations
 import numpy as np
 
 from ..explanation import Explanation
+from ..models.layout import ImageLayout
+
+
+def token_cells(layout: ImageLayout) -> list[tuple[int, int, int, int]]:
+    """Pixel rectangle (top, left, bottom, right) of the original image under each image token,
+    in layout order, clipped to the image (empty where a token sees only padding)."""
+    cells = []
+    for tile in layout.tiles:
+        x0, y0, x1, y1 = tile.box
+        cw, ch = (x1 - x0) / tile.cols, (y1 - y0) / tile.rows
+        for row in range(tile.rows):
+            for col in range(tile.cols):
+                top, left = max(0, int(np.floor(y0 + row * ch))), max(0, int(np.floor(x0 + col * cw)))
+                bottom = min(layout.height, int(np.ceil(y0 + (row + 1) * ch)))
+                right = min(layout.width, int(np.ceil(x0 + (col + 1) * cw)))
+                cells.append((top, left, bottom, right))
+    return cells
+
+
+def touches(mask: np.ndarray, cell: tuple[int, int, int, int]) -> bool:
+    top, left, bottom, right = cell
+    return bool(mask[top:bottom, left:right].any())
 
 
 def pointing_game(explanation: Explanation, mask: np.ndarray, image: int = 0, token: int | None = None) -> bool:
@@ -13,20 +35,14 @@ def pointing_game(explanation: Explanation, mask: np.ndarray, image: int = 0, to
     Scored on the token grid (the method's own resolution), through each tile's box on the
     original image, so upsampling cannot move the maximum.
     """
-    layout = explanation.layouts[image]
-    scores = explanation.image_scores(image, token)
-    best = int(np.argmax(scores))
-    for tile in layout.tiles:
-        n = tile.rows * tile.cols
-        if best < n:
-            row, col = divmod(best, tile.cols)
-            x0, y0, x1, y1 = tile.box
-            cw, ch = (x1 - x0) / tile.cols, (y1 - y0) / tile.rows
-            top, left = max(0, int(np.floor(y0 + row * ch))), max(0, int(np.floor(x0 + col * cw)))
-            bottom, right = int(np.ceil(y0 + (row + 1) * ch)), int(np.ceil(x0 + (col + 1) * cw))
-            return bool(mask[top:bottom, left:right].any())
-        best -= n
-    raise ValueError("score index outside every tile")
+    best = int(np.argmax(explanation.image_scores(image, token)))
+    return touches(mask, token_cells(explanation.layouts[image])[best])
+
+
+def pointing_chance(layout: ImageLayout, mask: np.ndarray) -> float:
+    """The pointing game's chance level: the share of image tokens whose cell touches the mask."""
+    cells = token_cells(layout)
+    return sum(touches(mask, c) for c in cells) / len(cells)
 
 
 def energy_in_mask(explanation: Explanation, mask: np.ndarray, image: int = 0, token: int | None = None) -> float:
