@@ -141,10 +141,11 @@ def num_lm_layers(model) -> int:
     return model.config.get_text_config().num_hidden_layers
 
 
-def forward_with_attentions(m64, inputs64: dict):
+def forward_with_attentions(m64, inputs64: dict, bidirectional: torch.Tensor | None = None):
     """Teacher-forced forward with eager attentions; every attention [1, H, N, N] gets retain_grad().
 
-    Checks that all LM layers returned an attention and that they are causal (upper triangle exactly 0).
+    Checks that all LM layers returned an attention and that they are causal (upper triangle exactly 0), except
+    at the (query, key) pairs where ``bidirectional`` (boolean [N, N], e.g. a prefix-LM's prefix) allows a later key.
     """
     out = m64(**inputs64, output_attentions=True, use_cache=False)
     attns = list(out.attentions)
@@ -154,7 +155,10 @@ def forward_with_attentions(m64, inputs64: dict):
         assert A.dim() == 4 and A.shape[0] == 1 and A.shape[-1] == A.shape[-2], A.shape
         assert A.dtype == torch.float64
         assert A.requires_grad, "attention does not require grad"
-        assert torch.all(torch.triu(A[0], diagonal=1) == 0), "attention is not causal"
+        future = torch.triu(A[0], diagonal=1)
+        if bidirectional is not None:
+            future = future.masked_fill(bidirectional.to(future.device), 0.0)
+        assert torch.all(future == 0), "attention is not causal"
         A.retain_grad()
     return out, attns
 
@@ -176,7 +180,8 @@ def attention_grads(logit: torch.Tensor, attns: list[torch.Tensor]) -> list[torc
 def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_positions: list[int],
                       prompt_positions: list[int], *, head_lambda: float = 0.5, depth_lambda: float = 0.2,
                       layer_fraction: float = 1.0, mode: str = "full", query_offset: int = 1,
-                      summed_gradients: bool = False, sinks: tuple[int, ...] = ()
+                      summed_gradients: bool = False, sinks: tuple[int, ...] = (),
+                      bidirectional: torch.Tensor | None = None
                       ) -> dict[str, torch.Tensor]:
     """GLIMPSE for ONE teacher-forced sequence (batch 1), float64, full matrices.
 
@@ -186,6 +191,9 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
     exists only so a test can show that reading the token's own row (query_offset=0) gives an all-zero image map.
     ``summed_gradients`` (the glimpse_fast approximation): every token uses dA of sum_t z_t instead of dz_t/dA.
     ``sinks`` (exclude_sinks): these key columns of every attention matrix are set to 0 before head fusion.
+    ``bidirectional`` (boolean [N, N]): the (query, key) pairs where the model may attend to a later key (a
+    prefix-LM's prefix, Gemma 3's image blocks); the causality check accepts those and nothing else. The maths is
+    unchanged: full N x N matrices, whatever their upper triangle holds.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -200,7 +208,9 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
     assert input_ids.shape[0] == 1, "reference works on one sequence"
     N = input_ids.shape[1]
 
-    out, attns = forward_with_attentions(m64, inputs64)
+    # Passed only when given, so that wrappers of the two-argument form (test_qwen_adapter) keep working.
+    allowance = {} if bidirectional is None else {"bidirectional": bidirectional}
+    out, attns = forward_with_attentions(m64, inputs64, **allowance)
     logits = out.logits[0]                                   # [N, vocab] float64
     L = len(attns)
     layers = used_layers(L, layer_fraction)

@@ -6,12 +6,18 @@ explicit causal and padding mask) whatever implementation the model was loaded w
 vision tower keeps its own attention. During the backward pass of each answer token, a tensor hook
 hands every layer's attention and gradient to the method's `reduce_layer` as soon as the gradient
 reaches that layer, so only the reduced form outlives the layer's backward step.
+
+Cross-attention layers (declared by the adapter: Mllama's, where text queries attend to vision
+tokens) are recorded and reduced apart from self-attention: their keys are not sequence positions,
+so there is no causal structure to impose or check; the mask is the one the model passes (Mllama's
+cross_attention_mask with fully masked text rows made uniform, exactly as eager attention applies
+it), and their gradient-weighted attention goes to the method's own cross-attention reducer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import AttentionInterface
@@ -22,6 +28,7 @@ from .models.layout import SequenceLayout
 
 CAPTURE_NAME = "glimpse_capture"
 # (attention [heads, N, N], its gradient or None, query row) -> the tensors a method keeps.
+# For a cross-attention layer the attention and gradient are [heads, N, K] (K vision keys).
 Reducer = Callable[[torch.Tensor, "torch.Tensor | None", int], dict[str, torch.Tensor]]
 
 
@@ -52,6 +59,8 @@ class Trace:
     n_heads: int
     shared: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     layers: list[int] = field(default_factory=list)
+    # The entries of `layers` that are cross-attention layers (reduced by the cross-attention reducer).
+    cross_layers: list[int] = field(default_factory=list)
 
 
 GRADIENT_MODES = ("per_token", "sum", "none")
@@ -60,8 +69,11 @@ GRADIENT_MODES = ("per_token", "sum", "none")
 class _Recorder:
     """Holds each layer's attention during one capture and reduces its gradient on arrival."""
 
-    def __init__(self, reduce_layer: Reducer, layers: set[int] | None, bidirectional: torch.Tensor | None) -> None:
+    def __init__(self, reduce_layer: Reducer, layers: set[int] | None, bidirectional: torch.Tensor | None,
+                 cross_layers: frozenset[int] = frozenset(), reduce_cross: Reducer | None = None) -> None:
         self.reduce_layer = reduce_layer
+        self.cross_layers = cross_layers
+        self.reduce_cross = reduce_cross
         self.wanted = layers
         self.bidirectional = bidirectional
         self.attn: dict[int, torch.Tensor] = {}
@@ -71,7 +83,14 @@ class _Recorder:
     def record(self, module: Any, probs: torch.Tensor) -> None:
         layer = getattr(module, "layer_idx", None)
         layer = len(self.attn) if layer is None else int(layer)
-        self._check_causal(layer, probs)
+        if layer in self.cross_layers:
+            # Vision keys: nothing is "future" to a text query. Fail here, before any backward pass,
+            # if the method cannot reduce such a layer.
+            if self.reduce_cross is None and (self.wanted is None or layer in self.wanted):
+                raise CaptureError(f"language-model layer {layer} is a cross-attention layer, which this method "
+                                   "cannot explain")
+        else:
+            self._check_causal(layer, probs)
         self.attn[layer] = probs
         if probs.requires_grad and (self.wanted is None or layer in self.wanted):
             probs.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
@@ -90,7 +109,27 @@ class _Recorder:
         if self.query is None:
             return
         attn = self.attn[layer]
-        self.reduced[layer] = self.reduce_layer(attn[0].detach(), grad[0].detach().float(), self.query)
+        self.reduced[layer] = self.reduce(layer, attn[0].detach(), grad[0].detach().float(), self.query)
+
+    def reduce(self, layer: int, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
+        reducer = self.reduce_cross if layer in self.cross_layers else self.reduce_layer
+        # Handed back on the CPU: methods combine them with CPU-side priors and weights (on a GPU model
+        # GLIMPSE's combine would otherwise mix devices), and the accelerator keeps no reduced layers.
+        return {name: value.cpu() for name, value in reducer(attn, grad, query).items()}
+
+    def is_cross(self, module: Any) -> bool:
+        return getattr(module, "layer_idx", None) in self.cross_layers
+
+
+def _check_prefix_only(bidirectional: torch.Tensor, layout: SequenceLayout) -> None:
+    """Allowed attention to later keys must stay inside the prompt. Methods keep each answer token's
+    attention only up to its query row and column; that loses nothing when every row up to the
+    query attends to keys up to the query, which holds exactly when no allowed later key lies in
+    the answer (the first query row is the last prompt position)."""
+    _, keys = torch.nonzero(torch.triu(bidirectional, diagonal=1), as_tuple=True)
+    if len(keys) and int(keys.max()) >= layout.answer[0]:
+        raise CaptureError(f"the adapter allows attention to the later position {int(keys.max())}, inside the answer; "
+                           "only the prompt may attend bidirectionally")
 
 
 _ACTIVE: list[_Recorder] = []
@@ -125,7 +164,8 @@ def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is None:
-        if getattr(module, "is_causal", True):
+        # A cross-attention layer without a mask attends to every vision key, as eager would.
+        if getattr(module, "is_causal", True) and not _ACTIVE[-1].is_cross(module):
             scores = scores + _causal_mask(scores.shape[-2], scores.shape[-1], scores.dtype, scores.device)
     elif attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask[..., : key.shape[-2]], torch.finfo(scores.dtype).min)
@@ -150,10 +190,12 @@ class Capture:
     """
 
     def __init__(self, model: Any, text_config_key: str, reduce_layer: Reducer, layers: list[int] | None = None,
-                 bidirectional: torch.Tensor | None = None) -> None:
+                 bidirectional: torch.Tensor | None = None, cross_layers: Sequence[int] = (),
+                 reduce_cross: Reducer | None = None) -> None:
         self.model = model
         self.text_config_key = text_config_key
-        self.recorder = _Recorder(reduce_layer, None if layers is None else set(layers), bidirectional)
+        self.recorder = _Recorder(reduce_layer, None if layers is None else set(layers), bidirectional,
+                                  frozenset(cross_layers), reduce_cross)
         self.layers = layers
         self._saved: dict[str, Any] = {}
         self._hook = None
@@ -210,6 +252,8 @@ class Capture:
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
         rec = self.recorder
+        if rec.bidirectional is not None:
+            _check_prefix_only(rec.bidirectional, layout)
         with torch.enable_grad():
             logits = self.model(**inputs, use_cache=False).logits[0]
         if not rec.attn:
@@ -233,9 +277,10 @@ class Capture:
             total = torch.stack([row[y] for row, y in zip(rows, targets)]).sum()
             shared = self._backward(total, last, wanted[0], False)
         else:
-            shared = {l: rec.reduce_layer(rec.attn[l][0].detach(), None, last) for l in wanted}
+            shared = {l: rec.reduce(l, rec.attn[l][0].detach(), None, last) for l in wanted}
         n_heads = next(iter(rec.attn.values())).shape[1]
-        return Trace(tokens, language_layer_count(self.model), n_heads, shared, wanted)
+        return Trace(tokens, language_layer_count(self.model), n_heads, shared, wanted,
+                     [l for l in wanted if l in rec.cross_layers])
 
     def _backward(self, target: torch.Tensor, query: int, lowest: int, retain: bool) -> dict[int, dict[str, torch.Tensor]]:
         rec = self.recorder

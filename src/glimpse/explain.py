@@ -11,6 +11,7 @@ from .errors import AnswerError, PromptError
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
+from .methods.base import check_images
 from .models import adapter_for
 
 
@@ -43,6 +44,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         answer_ids = answer_ids[:max_answer_tokens]
     full = adapter.with_answer(inputs, answer_ids)
     layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
+    check_images(chosen, layout)
     result = chosen.run(model, adapter, full, layout)
     tokenizer = adapter.tokenizer
     return Explanation(

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Iterator
 import torch
 
 from ..capture import Capture, Reducer, Trace, language_layer_count
+from ..errors import MethodError
 from ..models.base import Adapter
 from ..models.layout import SequenceLayout
 
@@ -45,6 +46,9 @@ class Method:
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     approximate: ClassVar[bool] = False
+    # Whether the method can explain images that enter only through cross-attention (layouts whose V
+    # are vision keys, not sequence positions: Mllama). Methods that read V off sequence rows cannot.
+    cross_attention: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -85,16 +89,26 @@ class AttentionMethod(Method):
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def reduce_cross_layer(self, attn: torch.Tensor, grad: torch.Tensor | None,
+                           query: int) -> dict[str, torch.Tensor]:
+        """`reduce_layer` for a cross-attention layer: attn and grad are [heads, N, K vision keys].
+        Only methods with `cross_attention = True` implement it."""
+        raise NotImplementedError
+
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         raise NotImplementedError
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
         layers = self.layers(language_layer_count(model))
+        check_images(self, layout)
         reduce = self.reduce_layer
         if self.exclude_sinks:
+            # Sinks are sequence keys: a cross-attention layer's keys are vision tokens, so its reducer is left as is.
             reduce = without_keys(reduce, sink_positions(layout))
-        with Capture(model, adapter.text_config_key, reduce, layers) as capture:
+        cross = self.reduce_cross_layer if self.cross_attention else None
+        with Capture(model, adapter.text_config_key, reduce, layers, cross_layers=adapter.cross_attention_layers(),
+                     reduce_cross=cross, bidirectional=adapter.bidirectional_pairs(inputs, layout)) as capture:
             trace = capture.run(inputs, layout, self.gradients)
         result = self.combine(trace, layout)
         result.probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
@@ -105,10 +119,18 @@ def sink_positions(layout: SequenceLayout) -> list[int]:
     """Attention-sink keys: the first position and the chat-template tokens before the first image
     token, i.e. every position before the first image token that is neither an image nor a
     question token (the first position is included by the same rule unless it is one of those)."""
-    image = set(layout.image_positions)
+    image = set(layout.image_sequence_positions)
     keep = image | set(layout.prompt)
     first_image = min(image, default=layout.length)
     return [p for p in range(max(first_image, 1)) if p not in keep]
+
+
+def check_images(method: Method, layout: SequenceLayout) -> None:
+    """Refuse a layout whose images enter through cross-attention if the method cannot explain them."""
+    if layout.cross_attention and not method.cross_attention:
+        raise MethodError(f"method {method.name!r} reads image relevance at sequence positions, but this model's "
+                          "images enter only through cross-attention; use a method that supports it (glimpse, "
+                          "glimpse_fast or a pixel-space method)")
 
 
 def without_keys(reduce: Reducer, keys: list[int]) -> Reducer:

@@ -1,5 +1,15 @@
 """GLIMPSE (arXiv 2506.18985): gradient-weighted attention, adaptive layer propagation and
-relevance-weighted token aggregation. Equations follow docs/method.md (Steps 1-5)."""
+relevance-weighted token aggregation. Equations follow docs/method.md (Steps 1-5).
+
+Models whose image enters only through cross-attention layers (Mllama) are explained by GLIMPSE's
+own rules applied to the joint graph of sequence positions and vision keys (DECISION, argued in
+docs/method-notes.md): a cross-attention layer's fused matrix E^x_l ([rows, vision keys], Steps 1-2
+unchanged) moves relevance from a text row to the vision keys, while the vision keys themselves
+never change inside the language model. Carrying row t down through the layers, a self-attention
+layer updates the sequence row as always and a cross-attention layer adds alpha^l/2 * (r E^x_l) to
+the vision-key row; layer evidence, depth prior and alpha range over all layers by their true
+index. Without cross-attention layers every step is ordinary GLIMPSE, bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +32,7 @@ class Glimpse(AttentionMethod):
     name = "glimpse"
     summary = "Gradient-weighted attention propagated over layers with a depth prior, tokens weighted by relevance"
     paper = "Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985)"
+    cross_attention = True
 
     def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
                  token_weighting: str = "full", exclude_sinks: bool = False) -> None:
@@ -46,22 +57,32 @@ class Glimpse(AttentionMethod):
         return list(range(n_layers - n, n_layers))
 
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
+        return self._reduce(attn, grad, query, causal=True)
+
+    def reduce_cross_layer(self, attn: torch.Tensor, grad: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
+        return self._reduce(attn, grad, query, causal=False)
+
+    def _reduce(self, attn: torch.Tensor, grad: torch.Tensor, query: int, causal: bool) -> dict[str, torch.Tensor]:
         # Rows after the query cannot influence its logit, so their gradient is exactly zero: keep rows
         # up to the query (all columns, since masked columns still carry gradient into the head sums).
         a, g = attn[:, : query + 1].float(), grad[:, : query + 1]
-        return {**fuse_heads(a, g, self.head_lambda), "evidence": g.sum(0).abs().sum()}
+        return {**fuse_heads(a, g, self.head_lambda, causal), "evidence": g.sum(0).abs().sum()}
 
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
+        cross = frozenset(trace.cross_layers)
         prior = depth_prior(layers, self.depth_lambda)
-        rows, alphas = [], []
+        rows, key_rows, alphas = [], [], []
         for token in trace.tokens:
             alpha = layer_weights(torch.stack([token.layers[l]["evidence"] for l in layers]), prior)
-            rows.append(propagate(token, layers, alpha))
+            row, keys = propagate(token, layers, alpha, cross)
+            rows.append(row)
+            key_rows.append(keys)
             alphas.append(alpha)
         visual_idx = torch.tensor(layout.image_positions, dtype=torch.long)
         prompt_idx = torch.tensor(layout.prompt, dtype=torch.long)
-        token_visual = torch.stack([r[visual_idx] for r in rows])
+        token_visual = torch.stack([visual_scores(r, k, layout.cross_attention, visual_idx)
+                                    for r, k in zip(rows, key_rows)])
         token_prompt = torch.stack([r[prompt_idx] for r in rows])
         probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
         beta_visual, beta_prompt = token_weights(probs, token_prompt.mean(1), token_visual.mean(1), self.token_weighting)
@@ -92,23 +113,30 @@ class GlimpseFast(Glimpse):
     gradients = "sum"
 
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
-        tokens = [replace(token, layers={layer: {**reduced, "fused": reduced["fused"][: token.query + 1, : token.query + 1]}
+        cross = set(trace.cross_layers)
+
+        def prefix(layer: int, fused: torch.Tensor, query: int) -> torch.Tensor:
+            # Token t's causal prefix; a cross-attention layer keeps all its columns (vision keys, not later positions).
+            return fused[: query + 1] if layer in cross else fused[: query + 1, : query + 1]
+        tokens = [replace(token, layers={layer: {**reduced, "fused": prefix(layer, reduced["fused"], token.query)}
                                          for layer, reduced in trace.shared.items()})
                   for token in trace.tokens]
         return super().combine(replace(trace, tokens=tokens), layout)
 
 
-def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float) -> dict[str, torch.Tensor]:
+def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float,
+               causal: bool = True) -> dict[str, torch.Tensor]:
     """Steps 1-2: E = row-normalised sum_h w_h ReLU(g_h * A_h), w = softmax_h(coherence / lambda).
 
-    `attn` and `grad` are [heads, rows, keys] with rows <= keys; E is [rows, rows].
+    `attn` and `grad` are [heads, rows, keys] with rows <= keys; E is [rows, rows] for causal
+    self-attention and [rows, keys] for cross-attention (`causal=False`: the keys are vision tokens).
     """
     relu_grad = grad.clamp(min=0)
     weighted = relu_grad * attn  # = ReLU(g * A) since A >= 0
     coherence = weighted.sum((1, 2)) / relu_grad.sum((1, 2)).clamp(min=EPS)
     head_weights = torch.softmax(coherence / head_lambda, dim=0)
     # Columns past the last row are future keys: their attention, hence their evidence, is zero.
-    fused = torch.einsum("h,hqk->qk", head_weights, weighted[:, :, : attn.shape[1]])
+    fused = torch.einsum("h,hqk->qk", head_weights, weighted[:, :, : attn.shape[1]] if causal else weighted)
     row_sums = fused.sum(1, keepdim=True)
     fused = torch.where(row_sums > 0, fused / row_sums.clamp(min=EPS), torch.zeros_like(fused))
     return {"fused": fused, "head_weights": head_weights}
@@ -126,17 +154,36 @@ def layer_weights(evidence: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return weighted / total if total > 0 else prior.clone()
 
 
-def propagate(token: TokenTrace, layers: list[int], alpha: torch.Tensor) -> torch.Tensor:
+def propagate(token: TokenTrace, layers: list[int], alpha: torch.Tensor,
+              cross: frozenset[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Row `query` of R = prod_l (2I + alpha^l E_l), scaled by 2^-n, carried as a row vector.
 
     Each step halves (r <- r + alpha/2 * r E) so the 2^-n rescale is applied as it goes.
+    R lives on sequence positions + vision keys: a cross-attention layer l (in `cross`) has
+    E_l = [[0, E^x_l], [0, 0]] there (text rows to vision keys) and every vision key's own row is
+    the identity, so the step leaves the sequence row as it is and adds alpha/2 * r E^x_l to the
+    vision-key row. Returns (sequence row, vision-key row or None without cross-attention layers).
     """
     size = token.query + 1
     row = torch.zeros(size, dtype=torch.float32)
     row[token.query] = 1.0
+    keys = None
     for layer, a in zip(reversed(layers), reversed(alpha.tolist())):
-        row = row + 0.5 * a * (row @ token.layers[layer]["fused"].float())
-    return row
+        step = 0.5 * a * (row @ token.layers[layer]["fused"].float())
+        if layer in cross:
+            keys = step if keys is None else keys + step
+        else:
+            row = row + step
+    return row, keys
+
+
+def visual_scores(row: torch.Tensor, keys: torch.Tensor | None, cross_attention: bool,
+                  index: torch.Tensor) -> torch.Tensor:
+    """r_t[V]: off the sequence row, or off the vision-key row when V are cross-attention keys (zero
+    when the layers used hold no cross-attention layer: no path reaches the image then)."""
+    if not cross_attention:
+        return row[index]
+    return torch.zeros(len(index)) if keys is None else keys[index]
 
 
 def token_weights(probs: torch.Tensor, prompt_align: torch.Tensor, visual_align: torch.Tensor,

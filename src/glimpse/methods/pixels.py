@@ -43,6 +43,10 @@ PROMPT_TOKENS = ("auto", "unk", "pad")
 class PixelMethod(Method):
     """Runs a subclass's `attribute` on a frozen model and packs its token maps."""
 
+    # Image tokens are reached through their pixel blocks (token_patches), never through sequence
+    # rows, so images that enter by cross-attention (Mllama's vision keys) are explained the same way.
+    cross_attention = True
+
     def __init__(self, batch_size: int) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
 

@@ -16,6 +16,9 @@ from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from .idefics3 import Idefics3Adapter
 from .qwen import QwenVLAdapter
 from .internvl import InternVLAdapter
+from .paligemma import PaliGemmaAdapter
+from .gemma3 import Gemma3Adapter
+from .mllama import MllamaAdapter
 
 _ADAPTERS: list[type[Adapter]] = []
 
@@ -43,6 +46,9 @@ register_adapter(LlavaOnevisionAdapter)
 register_adapter(Idefics3Adapter)
 register_adapter(QwenVLAdapter)
 register_adapter(InternVLAdapter)
+register_adapter(PaliGemmaAdapter)
+register_adapter(Gemma3Adapter)
+register_adapter(MllamaAdapter)
 
 __all__ = ["Adapter", "ImageLayout", "ImageTile", "SequenceLayout", "adapter_for", "register_adapter",
            "supported_architectures"]

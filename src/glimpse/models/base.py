@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ..errors import AnswerError, CaptureError, PromptError
-from .layout import ImageLayout, SequenceLayout
+from .layout import SEQUENCE, ImageLayout, SequenceLayout
 
 # Which [channels, H, W] frame of pixel_values: its index along the leading axes, an int for 4-D
 # pixel_values ([frames, 3, H, W]), a tuple for 5-D ones (LLaVA-NeXT: (image, tile); Idefics3: (sample, frame)).
@@ -42,6 +42,13 @@ class Adapter:
     @classmethod
     def matches(cls, model: Any) -> bool:
         return type(model).__name__ in cls.architectures
+
+    def cross_attention_layers(self) -> tuple[int, ...]:
+        """Language-model layers whose attention is cross-attention (text queries, vision keys).
+
+        None in a decoder-only family; capture records these separately (no causal structure: their
+        keys are not sequence positions) and methods map images through them (see Mllama)."""
+        return ()
 
     # --- prompt -------------------------------------------------------------------------------
     def render_prompt(self, question: str, n_images: int, system_prompt: str | None = None) -> str:
@@ -92,6 +99,15 @@ class Adapter:
                 out[key] = torch.cat([inputs[key], torch.zeros_like(extra, dtype=inputs[key].dtype)], dim=1)
         return out
 
+    def bidirectional_pairs(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> torch.Tensor | None:
+        """Boolean [N, N]: the (query, key) pairs where attending to a LATER key is legitimate in
+        this family (a bidirectional prefix or image block), or None for a strictly causal model.
+
+        Capture accepts future attention at exactly these pairs and rejects any other. Derive them
+        from the layout, never from the per-token inputs the model builds its mask from, or a wrong
+        input would pass as its own allowance."""
+        return None
+
     # --- layout -------------------------------------------------------------------------------
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         raise NotImplementedError
@@ -141,7 +157,8 @@ class Adapter:
 
     def _fallback_prompt(self, ids: list[int], images: Sequence[ImageLayout]) -> list[int]:
         """All non-image, non-special prompt tokens: the method's documented fallback for P."""
-        image_positions = {p for image in images for p in image.positions}
+        # Vision-key indices (cross-attention families) are not sequence positions: nothing to exclude.
+        image_positions = {p for image in images if image.positions_axis == SEQUENCE for p in image.positions}
         special = set(self.tokenizer.all_special_ids)
         return [i for i, t in enumerate(ids) if i not in image_positions and t not in special]
 
@@ -195,3 +212,12 @@ def grid_patches(index: FrameIndex, rows: int, cols: int, height: int, width: in
     """Row-major pixel blocks of a rows x cols token grid laid evenly over one height x width frame."""
     ph, pw = height // rows, width // cols
     return [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw) for r in range(rows) for c in range(cols)]
+
+
+def block_pairs(length: int, blocks: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Boolean [length, length] that is True wherever query and key lie in the same block."""
+    pairs = torch.zeros(length, length, dtype=torch.bool)
+    for block in blocks:
+        index = torch.tensor(list(block), dtype=torch.long)
+        pairs[index[:, None], index[None, :]] = True
+    return pairs

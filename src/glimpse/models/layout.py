@@ -9,6 +9,14 @@ from dataclasses import dataclass, field
 
 Box = tuple[float, float, float, float]
 
+# What ImageTile.positions index. SEQUENCE: positions of image tokens in the language model's input
+# sequence (every family whose image tokens are spliced into the text). VISION_KEYS: indices into the
+# key axis of the language model's cross-attention layers (Mllama: the image never enters the
+# sequence; the text attends to [images x tiles x (CLS + patches)] vision tokens in those layers).
+SEQUENCE = "sequence"
+VISION_KEYS = "vision_keys"
+AXES = (SEQUENCE, VISION_KEYS)
+
 
 @dataclass(frozen=True)
 class ImageTile:
@@ -16,7 +24,8 @@ class ImageTile:
 
     `box` is the rectangle (x0, y0, x1, y1), in ORIGINAL image pixel coordinates, that the grid
     covers. It may extend past the image (padding) or cover only part of it (a crop or a tile).
-    `positions` are the sequence positions of the grid's tokens, row-major.
+    `positions` are the indices of the grid's tokens, row-major, on the axis its image's
+    `positions_axis` names: sequence positions (the usual case) or cross-attention key indices.
     """
 
     rows: int
@@ -38,22 +47,36 @@ class ImageTile:
 
 @dataclass(frozen=True)
 class ImageLayout:
-    """All the tokens of one image: its tiles (one for LLaVA-1.5) and the original size."""
+    """All the tokens of one image: its tiles (one for LLaVA-1.5) and the original size.
+
+    `positions_axis` (SEQUENCE or VISION_KEYS) says what the tiles' positions index. It is saved
+    only when it is not SEQUENCE, so layouts of sequence-token families keep their saved form and
+    files written before the field existed read back as SEQUENCE.
+    """
 
     width: int
     height: int
     tiles: tuple[ImageTile, ...]
+    positions_axis: str = SEQUENCE
+
+    def __post_init__(self) -> None:
+        if self.positions_axis not in AXES:
+            raise ValueError(f"positions_axis must be one of {AXES}, got {self.positions_axis!r}")
 
     @property
     def positions(self) -> list[int]:
         return [p for tile in self.tiles for p in tile.positions]
 
     def to_dict(self) -> dict:
-        return {"width": self.width, "height": self.height, "tiles": [t.to_dict() for t in self.tiles]}
+        data = {"width": self.width, "height": self.height, "tiles": [t.to_dict() for t in self.tiles]}
+        if self.positions_axis != SEQUENCE:
+            data["positions_axis"] = self.positions_axis
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "ImageLayout":
-        return cls(data["width"], data["height"], tuple(ImageTile.from_dict(t) for t in data["tiles"]))
+        return cls(data["width"], data["height"], tuple(ImageTile.from_dict(t) for t in data["tiles"]),
+                   data.get("positions_axis", SEQUENCE))
 
 
 @dataclass(frozen=True)
@@ -69,10 +92,28 @@ class SequenceLayout:
     word_of_token: tuple[int, ...] = field(default=())
     # False when the question could not be located and P fell back to all non-image prompt tokens.
     question_located: bool = True
+    # Sequence positions of the placeholder tokens that stand for VISION_KEYS images in the text
+    # (Mllama's <|image|>): where such an image "is" in the sequence, e.g. for attention sinks.
+    image_anchors: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len({image.positions_axis for image in self.images}) > 1:
+            raise ValueError("the images of one sequence mix sequence tokens and cross-attention keys")
 
     @property
     def image_positions(self) -> list[int]:
+        """V: every image's token indices in image order, on the images' `positions_axis`."""
         return [p for image in self.images for p in image.positions]
+
+    @property
+    def cross_attention(self) -> bool:
+        """True when V indexes cross-attention keys (VISION_KEYS) rather than sequence positions."""
+        return bool(self.images) and self.images[0].positions_axis == VISION_KEYS
+
+    @property
+    def image_sequence_positions(self) -> list[int]:
+        """The sequence positions that stand for the images: V itself, or the anchors when V are vision keys."""
+        return list(self.image_anchors) if self.cross_attention else self.image_positions
 
     @property
     def queries(self) -> list[int]:
