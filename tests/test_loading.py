@@ -57,3 +57,11 @@ def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
     with pytest.raises(glimpse.UnsupportedModelError, match="LlavaForConditionalGeneration"):
         glimpse.load(tmp_path)
+
+
+def test_device_map_auto_loads_and_explains(tiny_llava_dir):
+    from tiny_models import rand_image
+
+    model, processor = glimpse.load(tiny_llava_dir, device_map="auto")
+    result = glimpse.explain(model, processor, rand_image(64, 48), "what color is the object?", answer=" a red")
+    assert np.isfinite(result.visual).all() and result.visual.shape == (16,)

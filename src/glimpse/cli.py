@@ -59,6 +59,7 @@ def explain(
     method: str = typer.Option("glimpse", help="Explanation method (see `glimpse methods`)."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
     dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    device_map: Optional[str] = typer.Option(None, help='"auto" spreads a model too large for one GPU over the GPUs (and CPU).'),
     revision: Optional[str] = typer.Option(None, help="Model revision (branch, tag or commit) for hub ids."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
@@ -86,7 +87,7 @@ def explain(
         if not prompt.strip():
             fail("the prompt is empty: give the question to ask about the image")
         get_method(method, **options)
-        loaded = quiet_load(model, device, dtype, revision, trust_remote_code)
+        loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
         result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
                                  max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
                                  system_prompt=system_prompt, **options)
@@ -122,11 +123,12 @@ def quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def quiet_load(model, device, dtype, revision, trust_remote_code):
+def quiet_load(model, device, dtype, revision, trust_remote_code, device_map=None):
     import glimpse
 
     quiet_transformers()
-    return glimpse.load(model, device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code)
+    return glimpse.load(model, device=device, dtype=dtype, revision=revision, trust_remote_code=trust_remote_code,
+                        device_map=device_map)
 
 
 def report_result(result, folder: Path) -> None:

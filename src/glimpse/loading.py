@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,6 +40,8 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_not_available(source, exc)) from None
     _check_supported(config)
+    if device_map is not None and importlib.util.find_spec("accelerate") is None:
+        raise ModelLoadError("device_map needs the accelerate package: pip install 'glimpse-lvlm[multi-gpu]'")
     try:
         try:
             processor = AutoProcessor.from_pretrained(source, **kwargs)
