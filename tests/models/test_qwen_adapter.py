@@ -164,3 +164,14 @@ def test_load_folder_without_torchvision(tmp_path, processor_config):
     loaded = glimpse.explain(model, processor, image, QUESTION, answer=" a red")
     expected = glimpse.explain(built_model, built, image, QUESTION, answer=" a red")
     assert np.allclose(loaded.visual, expected.visual, rtol=1e-4, atol=1e-7)
+
+
+def test_image_the_processor_refuses_is_an_image_error():
+    from PIL import Image
+
+    import glimpse
+    from tiny_families_qwen import build
+
+    model, processor = build("qwen2_vl", 0)[:2]
+    with pytest.raises(glimpse.ImageError, match="aspect ratio"):
+        glimpse.explain(model, processor, Image.new("RGB", (1000, 2)), "what?", answer="x")

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from PIL import Image
 
-from ..errors import AnswerError, CaptureError, PromptError
+from ..errors import AnswerError, CaptureError, ImageError, PromptError
 from .layout import SEQUENCE, ImageLayout, SequenceLayout
 
 # Which [channels, H, W] frame of pixel_values: its index along the leading axes, an int for 4-D
@@ -63,7 +63,12 @@ class Adapter:
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, images: Sequence[Image.Image], text: str) -> dict[str, torch.Tensor]:
-        batch = self.processor(images=list(images), text=text, return_tensors="pt")
+        try:
+            batch = self.processor(images=list(images), text=text, return_tensors="pt")
+        except ValueError as exc:
+            # e.g. an image smaller than the processor's minimum size: the user's input, not a bug
+            sizes = ", ".join(f"{im.width}x{im.height}" for im in images)
+            raise ImageError(f"the model's processor cannot prepare the image(s) ({sizes}): {exc}") from None
         return {k: v for k, v in batch.items() if k != "labels"}
 
     def answer_ids(self, prompt_text: str, answer: str) -> list[int]:
