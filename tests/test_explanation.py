@@ -109,3 +109,12 @@ def test_png_and_html_are_standalone(explanation, tmp_path):
     for word in explanation.prompt_words:
         assert word in html
     assert "<!DOCTYPE" not in explanation._repr_html_()
+
+
+def test_figure_for_a_paper(explanation, tmp_path):
+    fig = explanation.figure(top=2)
+    assert len(fig.axes) == 2 + 2
+    fig.savefig(tmp_path / "fig.pdf")
+    fig.savefig(tmp_path / "fig.png", dpi=80)
+    assert (tmp_path / "fig.pdf").stat().st_size > 1000
+    assert len(explanation.figure(tokens=[0]).axes) == 3

@@ -126,6 +126,13 @@ class Explanation:
             Path(path).write_text(html, encoding="utf-8")
         return html
 
+    def figure(self, image: int = 0, tokens: list[int] | None = None, top: int = 3):
+        """A matplotlib figure (image, holistic map, per-token maps, shaded question words) for a
+        paper: `explanation.figure().savefig("fig.pdf")`. `tokens` picks the answer tokens shown
+        (default: the `top` by gamma)."""
+        from .render import figure
+        return figure(self, image, tokens, top)
+
     def _repr_html_(self) -> str:
         from .render import report
         return report(self, standalone=False)

@@ -41,9 +41,14 @@ def _data_uri(picture: Image.Image, fmt: str = "JPEG") -> str:
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _shade(score: float) -> str:
+def _shade_rgb(score: float) -> tuple[float, float, float]:
     """Background colour for a score in [0, 1]: white to orange-red."""
     r, g, b, _ = colormaps["Oranges"](0.1 + 0.8 * float(np.clip(score, 0, 1)))
+    return r, g, b
+
+
+def _shade(score: float) -> str:
+    r, g, b = _shade_rgb(score)
     return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
 
 
@@ -121,3 +126,33 @@ def report(explanation: "Explanation", standalone: bool = True) -> str:
         return style + body
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>glimpse: {html.escape(e.question)}</title>"
             f"{style}</head><body>{body}</body></html>")
+
+
+def figure(explanation: "Explanation", image: int = 0, tokens: list[int] | None = None, top: int = 3):
+    """A matplotlib figure for a paper: the image, the holistic map, and per-token maps (by default
+    the `top` answer tokens by gamma), with the question's words shaded by their scores beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import pyplot as plt
+
+    e = explanation
+    if tokens is None:
+        tokens = sorted(np.argsort(-e.gamma)[:top].tolist())
+    panels = [("image", e.images[image]), ("whole answer", overlay(e, image))]
+    panels += [(f"{e.answer_tokens[t].strip() or repr(e.answer_tokens[t])} (token {t})", overlay(e, image, t))
+               for t in tokens]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.1), squeeze=False)
+    for ax, (title, picture) in zip(axes[0], panels):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    words = _unit(e.prompt_word_scores)
+    x = 0.01
+    for word, score in zip(e.prompt_words, words):
+        text = fig.text(x, 0.02, word, fontsize=9, bbox={"facecolor": _shade_rgb(score), "edgecolor": "none", "pad": 1.5})
+        fig.canvas.draw()
+        x += text.get_window_extent().width / fig.bbox.width + 0.008
+    fig.suptitle(f"{e.question}  ->  {e.answer}", fontsize=10)
+    fig.subplots_adjust(bottom=0.14, top=0.8, wspace=0.05)
+    return fig
