@@ -1,0 +1,1 @@
+"""A small, genuinely trained LLaVA on a synthetic shapes world (see docs/toy.md)."""

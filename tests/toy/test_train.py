@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from glimpse.toy import bench, train, world
+from glimpse.toy.model import Dims
+
+TINY = train.TrainConfig(dims=Dims(vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
+                                   text_heads=2, text_mlp=64),
+                         dense_steps=2, answer_steps=3, dense_batch=2, batch=2, turns=2, warmup=2, ckpt_every_s=1e9)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    a = _weights(train.train(tmp_path / "a", seed=1, cfg=TINY))
+    b = _weights(train.train(tmp_path / "b", seed=1, cfg=TINY))
+    assert _same(a, b)
+    untrained = _weights(train.train(tmp_path / "c", seed=1, cfg=train.TrainConfig(
+        dims=TINY.dims, dense_steps=0, answer_steps=0)))
+    assert not _same(a, untrained)  # the steps did change the weights
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    full = _weights(train.train(tmp_path / "full", seed=2, cfg=TINY))
+    # interrupt inside the dense stage, at the stage boundary and inside the answer stage
+    for stop in (1, 1, 2):
+        train.train(tmp_path / "resumed", seed=2, cfg=TINY, stop_after=stop)
+    resumed = _weights(train.train(tmp_path / "resumed", seed=2, cfg=TINY))
+    assert _same(full, resumed)
+
+
+def test_dense_loss_is_minimal_for_perfect_logits() -> None:
+    scenes = [world.make_scene(train._rng(0, 0, 0, b)) for b in range(2)]
+    labels = torch.from_numpy(np.stack([train.patch_labels(s) for s in scenes]))
+    sizes = (train.N_SHAPE, train.N_COLOR, train.N_QUAD, train.N_COUNT)
+    perfect = torch.cat([20 * torch.nn.functional.one_hot(labels[..., j], n) for j, n in enumerate(sizes)], -1).float()
+
+    class Identity(torch.nn.Module):
+        def forward(self, x):
+            return list(x.split(sizes, -1))
+
+    loss, accs = train.dense_loss(Identity(), perfect, labels, pooled_weight=1.0)
+    assert loss.item() < 1e-6 and accs == [1.0] * 5
+
+
+def test_training_data_never_uses_the_benchmark_stream() -> None:
+    rng = train._rng(0, 1, 0, 0)
+    assert rng.bit_generator.seed_seq.entropy[0] == train.TRAIN_TAG != bench.HELDOUT_SEED
