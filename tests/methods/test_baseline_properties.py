@@ -331,12 +331,19 @@ def test_occlusion_windows_cover_every_token_and_average(tiny):
 
 
 @pytest.mark.parametrize("name", ["input_gradient", "integrated_gradients", "occlusion"])
-def test_pixel_methods_refuse_flattened_patch_rows(tiny, name):
-    """Qwen-VL style pixel_values (one row per flattened patch) have no pixel blocks to pool or occlude."""
+def test_pixel_methods_refuse_adapters_without_pixel_blocks(tiny, name, monkeypatch):
+    """An adapter that cannot map image tokens to pixel blocks gets a clear MethodError."""
     model, processor, image = tiny
     adapter, inputs, layout = prepared(model, processor, image)
-    with pytest.raises(glimpse.MethodError, match="needs pixel_values as images"):
-        get_method(name).run(model, adapter, dict(inputs, pixel_values=torch.zeros(24, 1176)), layout)
+
+    def unknown(*args):
+        raise NotImplementedError
+
+    monkeypatch.setattr(adapter, "token_pixel_blocks", unknown)
+    with pytest.raises(glimpse.MethodError, match="map image tokens to pixel blocks"):
+        get_method(name).run(model, adapter, inputs, layout)
+    with pytest.raises(glimpse.MethodError, match="needs pixel_values"):
+        get_method(name).run(model, adapter, {k: v for k, v in inputs.items() if k != "pixel_values"}, layout)
 
 
 # --- TAM pieces --------------------------------------------------------------------------------------

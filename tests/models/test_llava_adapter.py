@@ -120,3 +120,12 @@ def test_token_patches_match_gradient_footprints(size):
     layout = adapter.layout(inputs, pictures, text, QUESTION, 1)
     truth = footprints(model, model.model.vision_tower, model.model.language_model, inputs, layout.image_positions)
     assert adapter.token_patches(inputs, layout) == truth
+
+
+def test_black_pixels_are_what_the_processor_makes_of_a_black_image(tiny_llava):
+    from PIL import Image
+
+    model, processor = tiny_llava
+    adapter = adapter_for(model, processor)
+    pixels = adapter.encode([Image.new("RGB", (70, 50))], adapter.render_prompt(QUESTION, 1))["pixel_values"]
+    torch.testing.assert_close(adapter.black_pixels(pixels), pixels)

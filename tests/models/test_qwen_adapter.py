@@ -175,3 +175,42 @@ def test_image_the_processor_refuses_is_an_image_error():
     model, processor = build("qwen2_vl", 0)[:2]
     with pytest.raises(glimpse.ImageError, match="aspect ratio"):
         glimpse.explain(model, processor, Image.new("RGB", (1000, 2)), "what?", answer="x")
+
+
+@pytest.mark.parametrize("family", QWEN_FAMILIES)
+def test_pixel_blocks_are_each_tokens_gradient_footprint(family):
+    """The rows pixel methods pool and occlude for a token are exactly the rows it depends on."""
+    model, processor = build(family, seed=2)
+    images = [rand_image(120, 60, seed=1), rand_image(50, 90, seed=2)]
+    adapter, inputs, layout = prepare(model, processor, images)
+    grads = pixel_gradients(model, model.model.visual, model.model.language_model, inputs, layout.image_positions)
+    blocks = adapter.token_pixel_blocks(inputs, layout)
+    assert len(blocks) == len(grads)
+    for grad, block in zip(grads, blocks):
+        truth = torch.nonzero(grad.abs().sum(-1) > 0).flatten().tolist()
+        assert list(range(grad.shape[0]))[block[0]] == truth
+
+
+def test_black_pixels_are_what_the_processor_makes_of_a_black_image():
+    from PIL import Image
+
+    model, processor = build("qwen2_vl", 0)
+    adapter = glimpse.adapter_for(model, processor)
+    pixels = adapter.encode([Image.new("RGB", (90, 60))], adapter.render_prompt(QUESTION, 1))["pixel_values"]
+    torch.testing.assert_close(adapter.black_pixels(pixels), pixels)
+
+
+def test_integrated_gradients_complete_on_flattened_pixels():
+    """Completeness: the image attributions add up to log p(answer | x) - log p(answer | black)."""
+    from glimpse.methods.pixels import answer_log_probs
+
+    model, processor = build("qwen2_vl", 0)
+    image = rand_image(90, 60, seed=3)
+    result = glimpse.explain(model, processor, image, QUESTION, answer=" a red", method="integrated_gradients",
+                             steps=64)
+    adapter, inputs, layout = prepare(model, processor, [image], answer=" a red")
+    with torch.no_grad():
+        clean = answer_log_probs(model, inputs, layout).sum()
+        black = answer_log_probs(model, dict(inputs, pixel_values=adapter.black_pixels(inputs["pixel_values"])),
+                                 layout).sum()
+    assert float(result.visual.sum()) == pytest.approx(float(clean - black), rel=0.02, abs=1e-4)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import MethodError
-from ..models.base import Adapter, PixelPatch
+from ..models.base import Adapter
 from ..models.layout import SequenceLayout
 from .base import Method, MethodResult, answer_logits, frozen, result_from_tokens
 
@@ -52,12 +52,10 @@ class PixelMethod(Method):
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
-        pixels = inputs.get("pixel_values")
-        if pixels is None or pixels.dim() < 4:
-            raise MethodError(f"method {self.name!r} needs pixel_values as images [..., channels, height, width]; "
-                              f"this model's processor gives {None if pixels is None else tuple(pixels.shape)}")
+        if inputs.get("pixel_values") is None:
+            raise MethodError(f"method {self.name!r} needs pixel_values, which this model's processor does not give")
         try:
-            patches = adapter.token_patches(inputs, layout)
+            patches = adapter.token_pixel_blocks(inputs, layout)
         except NotImplementedError:
             raise MethodError(f"method {self.name!r} needs the {adapter.family or type(adapter).__name__} adapter to "
                               "map image tokens to pixel blocks (token_patches), which it does not") from None
@@ -70,9 +68,9 @@ class PixelMethod(Method):
         return result
 
     def attribute(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor], layout: SequenceLayout,
-                  clean: torch.Tensor, patches: list[PixelPatch]) -> tuple[torch.Tensor, torch.Tensor]:
+                  clean: torch.Tensor, patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         """(token_visual [T, V], token_prompt [T, P]); `clean` holds log p(y_t) of the unperturbed input
-        and `patches` every image token's pixel block."""
+        and `patches` every image token's block of pixel_values (an index, see `token_pixel_blocks`)."""
         raise NotImplementedError
 
 
@@ -156,7 +154,7 @@ class Occlusion(PixelMethod):
         def occluded(region: list[int]) -> dict[str, torch.Tensor]:
             image = pixels.clone()
             for index in region:
-                block = block_index(patches[index])
+                block = patches[index]
                 image[block] = baseline[block]
             return {"pixel_values": image}
 
@@ -221,26 +219,12 @@ def repeat_inputs(inputs: dict[str, torch.Tensor], n: int, **replaced: torch.Ten
 
 def pixel_baseline(adapter: Adapter, pixels: torch.Tensor, kind: str) -> torch.Tensor:
     """The baseline image in normalised pixel space: "mean" is 0; "black" is (0 - mean) / std."""
-    if kind == "mean":
-        return torch.zeros_like(pixels)
-    processor = getattr(adapter.processor, "image_processor", None)
-    if processor is None or not getattr(processor, "do_normalize", True):
-        return torch.zeros_like(pixels)
-    mean = torch.as_tensor(processor.image_mean, dtype=torch.float32)
-    std = torch.as_tensor(processor.image_std, dtype=torch.float32)
-    black = (-mean / std).to(pixels)  # channels are pixel_values' third axis from the end
-    return black.view(*([1] * (pixels.dim() - 3)), -1, 1, 1).expand_as(pixels).clone()
+    return torch.zeros_like(pixels) if kind == "mean" else adapter.black_pixels(pixels)
 
 
-def block_index(patch: PixelPatch) -> tuple:
-    """The index of a token's block in pixel_values: frame index (int or tuple), all channels, rows, columns."""
-    frame, y0, y1, x0, x1 = patch
-    return (*(frame if isinstance(frame, tuple) else (frame,)), slice(None), slice(y0, y1), slice(x0, x1))
-
-
-def pool_to_tokens(attribution: torch.Tensor, patches: list[PixelPatch]) -> torch.Tensor:
-    """[T, *pixel_values shape] attributions summed over each image token's block and channels -> [T, V]."""
-    return torch.stack([attribution[(slice(None), *block_index(p))].flatten(1).sum(1) for p in patches], 1)
+def pool_to_tokens(attribution: torch.Tensor, blocks: list[tuple]) -> torch.Tensor:
+    """[T, *pixel_values shape] attributions summed over each image token's block -> [T, V]."""
+    return torch.stack([attribution[(slice(None), *block)].flatten(1).sum(1) for block in blocks], 1)
 
 
 def integrate(forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], alphas: torch.Tensor,
@@ -262,7 +246,7 @@ def integrate(forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor
     return total
 
 
-def path_attributions(model: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout, patches: list[PixelPatch],
+def path_attributions(model: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout, patches: list[tuple],
                       baseline: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor,
                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x - x') * sum_k w_k grad f(x' + a_k (x - x')) on the pixels (pooled per image token) and the

@@ -124,6 +124,24 @@ class Adapter:
         its block in the frame it draws on most. Pixel-space methods pool and occlude through this."""
         raise NotImplementedError
 
+    def token_pixel_blocks(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[tuple]:
+        """For every image token, the index into `pixel_values` of the elements it sees (pooling and
+        occlusion use it). Image-shaped pixel_values derive it from `token_patches`; adapters whose
+        processor flattens patches (Qwen-VL) override it."""
+        return [block_index(patch) for patch in self.token_patches(inputs, layout)]
+
+    def black_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A black image in the processor's normalised pixel space, shaped like `pixels`:
+        (0 - mean) / std per channel, channels on the third axis from the end."""
+        return _expand_channels(self._black_per_channel(pixels), pixels, pixels.dim() - 3)
+
+    def _black_per_channel(self, pixels: torch.Tensor) -> torch.Tensor:
+        processor = getattr(self.processor, "image_processor", None)
+        if processor is None or not getattr(processor, "do_normalize", True):
+            return torch.zeros(pixels.shape[-3] if pixels.dim() >= 3 else 1)
+        mean = torch.as_tensor(processor.image_mean, dtype=torch.float32)
+        return -mean / torch.as_tensor(processor.image_std, dtype=torch.float32)
+
     def question_span(self, input_ids: Sequence[int], prompt_text: str,
                       question: str) -> tuple[list[int], list[tuple[int, int]]]:
         """Positions of the question's own tokens (not system prompt or template), with each
@@ -217,6 +235,19 @@ def grid_patches(index: FrameIndex, rows: int, cols: int, height: int, width: in
     """Row-major pixel blocks of a rows x cols token grid laid evenly over one height x width frame."""
     ph, pw = height // rows, width // cols
     return [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw) for r in range(rows) for c in range(cols)]
+
+
+def block_index(patch: PixelPatch) -> tuple:
+    """The index of a token's block in pixel_values: frame index (int or tuple), all channels, rows, columns."""
+    frame, y0, y1, x0, x1 = patch
+    return (*(frame if isinstance(frame, tuple) else (frame,)), slice(None), slice(y0, y1), slice(x0, x1))
+
+
+def _expand_channels(per_channel: torch.Tensor, like: torch.Tensor, axis: int) -> torch.Tensor:
+    """`per_channel` values broadcast along `axis` of a tensor shaped like `like`."""
+    shape = [1] * like.dim()
+    shape[axis] = -1
+    return per_channel.to(like).view(shape).expand_as(like).clone()
 
 
 def block_pairs(length: int, blocks: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -18,10 +18,14 @@ from PIL import Image
 
 from ..errors import CaptureError
 from .base import Adapter, split_image_runs
-from .layout import ImageLayout, ImageTile
+from .layout import ImageLayout, ImageTile, SequenceLayout
 
 
 class QwenVLAdapter(Adapter):
+    """pixel_values are flattened patches [sum of t*h*w, channels * temporal * patch * patch]: the
+    processor orders each image's rows (h/merge, w/merge, merge, merge), so image token k of an
+    image owns the merge^2 consecutive rows from k * merge^2, and a row's columns run channel-major."""
+
     family = "qwen-vl"
     architectures = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
                      "Qwen3VLForConditionalGeneration", "Qwen3_5ForConditionalGeneration")
@@ -40,3 +44,17 @@ class QwenVLAdapter(Adapter):
         return [ImageLayout(image.width, image.height,
                             (ImageTile(rows, cols, (0.0, 0.0, float(image.width), float(image.height)), run),))
                 for image, (rows, cols), run in zip(images, shapes, runs)]
+
+    def token_pixel_blocks(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[tuple]:
+        per_token = self.model.config.vision_config.spatial_merge_size ** 2
+        blocks, start = [], 0
+        for t, h, w in inputs["image_grid_thw"].tolist():
+            blocks += [(slice(start + k * per_token, start + (k + 1) * per_token), slice(None))
+                       for k in range(t * h * w // per_token)]
+            start += t * h * w
+        return blocks
+
+    def black_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        black = self._black_per_channel(pixels)
+        # Columns are (channel, temporal, patch, patch) flattened: each channel owns a contiguous run.
+        return black.to(pixels).repeat_interleave(pixels.shape[-1] // len(black)).expand_as(pixels).clone()
