@@ -145,6 +145,8 @@ def demo(
     seed: int = typer.Option(0, help="Which shapes-world scene to draw (any integer)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: a new glimpse-out/run-NNN."),
     overwrite: bool = typer.Option(False, help="Allow writing into an --out folder that already holds files."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Another shapes-world model folder (e.g. one you trained). Default: shipped."),
 ) -> None:
     """Offline demo on the shipped shapes-world model: draw a scene, ask, answer, explain."""
     from .toy.demo import run_demo
@@ -152,7 +154,7 @@ def demo(
     folder = new_output_folder(out, overwrite)
     try:
         quiet_transformers()
-        result = run_demo(folder, seed)
+        result = run_demo(folder, seed, model)
     except GlimpseError as exc:
         fail(str(exc))
     sample = result.sample
