@@ -1,0 +1,51 @@
+"""The shipped model as a user meets it: the demo, explain without --model, toy bench."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from typer.testing import CliRunner
+
+from glimpse.cli import app
+from glimpse.toy import world
+
+
+def test_demo_runs_offline_from_a_fresh_process(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "glimpse.cli", "demo", "--seed", "3"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "glimpse-out" / "run-001"
+    assert {"overlay.png", "report.html", "explanation.json", "arrays.safetensors"} <= {p.name for p in folder.iterdir()}
+    doc = json.loads((folder / "explanation.json").read_text())
+    sample = world.make_sample(3)
+    assert doc["question"] == sample.question and doc["extra"]["expected_answer"] == sample.answer
+    assert "map maximum on the asked-about evidence" in result.stdout
+
+
+def test_explain_defaults_to_the_shipped_model(tmp_path, monkeypatch):
+    sample = world.make_sample(5)
+    sample.image.save(tmp_path / "scene.png")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", "-i", "scene.png", "-p", sample.question, "-o", "out"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "explanation.json").read_text())
+    assert doc["images"][0]["layout"]["tiles"][0]["rows"] == 14 and doc["answer"]
+
+
+def test_toy_bench_prints_accuracy_and_localisation(tmp_path):
+    result = CliRunner().invoke(app, ["toy", "bench", "--n", "8", "--n-localisation", "4"])
+    assert result.exit_code == 0, result.output
+    assert "exact-match accuracy on 8 held-out scenes" in result.output
+    assert "glimpse" in result.output and "raw_attention" in result.output and "chance" in result.output
+
+
+def test_shipped_model_explanations_are_finite():
+    import glimpse
+
+    model, processor = glimpse.load(None, device="cpu")
+    sample = world.make_sample(11)
+    explanation = glimpse.explain(model, processor, sample.image, sample.question)
+    assert np.isfinite(explanation.visual).all() and explanation.visual_map().shape == (224, 224)
