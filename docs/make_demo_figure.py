@@ -1,0 +1,26 @@
+"""Makes docs/demo.png, the README's picture: the shipped model's explanation of one scene.
+
+    python docs/make_demo_figure.py [--seed 11]
+"""
+
+import argparse
+from pathlib import Path
+
+import glimpse
+from glimpse.toy import world
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "demo.png")
+    args = parser.parse_args()
+    sample = world.make_sample(args.seed)
+    model, processor = glimpse.load(None, device="cpu")
+    explanation = glimpse.explain(model, processor, sample.image, sample.question)
+    explanation.figure(top=3).savefig(args.out, dpi=110, bbox_inches="tight")
+    print(f"scene {args.seed}: {sample.question} -> {explanation.answer} (truth: {sample.answer}); wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
