@@ -94,3 +94,12 @@ def test_options_match_reference(options):
     mode = options.get("token_weighting", "full")
     ref_options = {k: v for k, v in options.items() if k != "token_weighting"}
     check_against_reference(model, processor, explanation, QUESTIONS[0], mode=mode, **ref_options)
+
+
+def test_depth_scale_auto_is_the_reference_with_rescaled_depth_lambda():
+    """method.md's DECISION: depth_scale="auto" uses depth_lambda * 64 / L."""
+    model, processor = build_tiny_llava(seed=6, layers=4)
+    explanation = glimpse.explain(model, processor, rand_image(64, 64, seed=6), QUESTIONS[0],
+                                  answer=" a red circle", depth_scale="auto")
+    assert explanation.params["depth_scale"] == "auto"
+    check_against_reference(model, processor, explanation, QUESTIONS[0], depth_lambda=0.2 * 64 / 4)

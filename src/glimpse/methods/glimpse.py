@@ -26,6 +26,9 @@ from .base import AttentionMethod, MethodResult
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
+# The paper tuned depth_lambda = 0.2 on a 64-layer model; depth_scale="auto" keeps the prior's total
+# tilt across the stack the same for L layers: depth_lambda * 64 / L.
+REFERENCE_DEPTH = 64
 
 
 class Glimpse(AttentionMethod):
@@ -35,8 +38,11 @@ class Glimpse(AttentionMethod):
     cross_attention = True
 
     def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
-                 token_weighting: str = "full", exclude_sinks: bool = False) -> None:
+                 token_weighting: str = "full", exclude_sinks: bool = False, depth_scale: str | None = None) -> None:
         super().__init__(exclude_sinks)
+        if depth_scale not in (None, "auto"):
+            raise MethodError(f"depth_scale must be None or 'auto', got {depth_scale!r}")
+        self.depth_scale = depth_scale
         if head_lambda <= 0:
             raise MethodError(f"head_lambda must be > 0, got {head_lambda}")
         if not 0 < layer_fraction <= 1:
@@ -49,8 +55,12 @@ class Glimpse(AttentionMethod):
         self.token_weighting = token_weighting
 
     def params(self) -> dict[str, Any]:
-        return {"head_lambda": self.head_lambda, "depth_lambda": self.depth_lambda,
+        return {"head_lambda": self.head_lambda, "depth_lambda": self.depth_lambda, "depth_scale": self.depth_scale,
                 "layer_fraction": self.layer_fraction, "token_weighting": self.token_weighting, **super().params()}
+
+    def effective_depth_lambda(self, n_layers: int) -> float:
+        """depth_lambda, or with depth_scale="auto" depth_lambda * 64 / n_layers (the whole model's depth)."""
+        return self.depth_lambda * REFERENCE_DEPTH / n_layers if self.depth_scale == "auto" else self.depth_lambda
 
     def layers(self, n_layers: int) -> list[int]:
         n = max(1, math.ceil(self.layer_fraction * n_layers))
@@ -71,7 +81,7 @@ class Glimpse(AttentionMethod):
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
         cross = frozenset(trace.cross_layers)
-        prior = depth_prior(layers, self.depth_lambda)
+        prior = depth_prior(layers, self.effective_depth_lambda(trace.n_layers))
         rows, key_rows, alphas = [], [], []
         for token in trace.tokens:
             alpha = layer_weights(torch.stack([token.layers[l]["evidence"] for l in layers]), prior)
