@@ -117,6 +117,10 @@ class Adapter:
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         raise NotImplementedError
 
+    def image_token_positions(self, inputs: dict[str, torch.Tensor]) -> list[int]:
+        """Sequence positions holding the model's image token id."""
+        return torch.nonzero(inputs["input_ids"][0] == self.model.config.image_token_id).flatten().tolist()
+
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
         """For every image token (in `layout.image_positions` order), the block of `pixel_values`
         it sees: (frame index along pixel_values' leading axes, y0, y1, x0, x1); see `PixelPatch`.

@@ -32,8 +32,7 @@ class Gemma3Adapter(Adapter):
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         side = self._side()
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         blocks = len(positions) // (side * side)
         # Without crops every image is one block; only otherwise ask how the processor cut each image.
         crops = [0] * len(images) if blocks == len(images) else [self._crop_count(image) for image in images]

@@ -38,8 +38,7 @@ class Idefics3Adapter(Adapter):
         side = self._grid()
         per_frame = side * side
         boxes = [self._frame_boxes(image) for image in images]
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         frames = sum(len(b) for b in boxes)
         if len(positions) != frames * per_frame:
             raise CaptureError(f"found {len(positions)} image tokens where the processor's tiling gives {frames} "

@@ -32,8 +32,7 @@ class InternVLAdapter(Adapter):
         rows, cols = self._tokens_per_tile()
         per_tile = rows * cols
         boxes = [self._tile_boxes(image) for image in images]
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         runs = split_image_runs(positions, [len(image_boxes) * per_tile for image_boxes in boxes])
         return [ImageLayout(image.width, image.height,
                             tuple(ImageTile(rows, cols, box, run[k * per_tile:(k + 1) * per_tile])

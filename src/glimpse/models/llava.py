@@ -23,8 +23,7 @@ class LlavaAdapter(Adapter):
     architectures = ("LlavaForConditionalGeneration",)
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         _, _, height, width = inputs["pixel_values"].shape
         patch = self.model.config.vision_config.patch_size
         rows, cols = height // patch, width // patch

@@ -52,8 +52,7 @@ class LlavaNextAdapter(Adapter):
     architectures = ("LlavaNextForConditionalGeneration",)
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         packs, unscaled = self._packs(inputs, downsample=True), self._packs(inputs, downsample=False)
         side = inputs["pixel_values"].shape[-1]
         if len(packs) != len(images):

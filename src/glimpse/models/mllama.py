@@ -47,7 +47,7 @@ class MllamaAdapter(Adapter):
     def layout(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image], prompt_text: str,
                question: str, n_answer: int) -> SequenceLayout:
         # The <|image|> placeholders are where the images sit in the text (attention sinks precede them).
-        anchors = torch.nonzero(inputs["input_ids"][0] == self.model.config.image_token_id).flatten().tolist()
+        anchors = self.image_token_positions(inputs)
         return replace(super().layout(inputs, images, prompt_text, question, n_answer), image_anchors=tuple(anchors))
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:

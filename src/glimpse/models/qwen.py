@@ -38,8 +38,7 @@ class QwenVLAdapter(Adapter):
             raise CaptureError("an image has more than one temporal patch; only still images are supported")
         merge = self.model.config.vision_config.spatial_merge_size
         shapes = [(h // merge, w // merge) for _, h, w in grids]
-        ids = inputs["input_ids"][0]
-        positions = torch.nonzero(ids == self.model.config.image_token_id).flatten().tolist()
+        positions = self.image_token_positions(inputs)
         runs = split_image_runs(positions, [rows * cols for rows, cols in shapes])
         return [ImageLayout(image.width, image.height,
                             (ImageTile(rows, cols, (0.0, 0.0, float(image.width), float(image.height)), run),))
