@@ -3,7 +3,7 @@ questions of 200 held-out scenes (the first variant generates the answer; the ot
 
     python benchmarks/toy_glimpse_variants.py   # prints: questions, then per variant [pointing, energy]
 """
-import json, numpy as np, glimpse
+import numpy as np, glimpse
 from glimpse.toy import world
 from glimpse.toy.bench import HELDOUT_SEED
 from glimpse.eval import pointing_game, energy_in_mask

@@ -48,7 +48,7 @@ def test_training_conversation_matches_chat_template(processor) -> None:
                      {"role": "assistant", "content": [{"type": "text", "text": s.answer}]}]
     text = processor.apply_chat_template(messages)
     expected = processor(images=turns[0].image, text=text)["input_ids"][0]
-    ids, labels = train.conversation(turns)
+    ids, labels = train.conversation([(s.question, s.answer) for s in turns])
     assert list(expected) == ids
     labelled = [i for i, l in zip(ids, labels) if l != -100]
     assert labelled == [i for s in turns for i in processor.tokenizer(" " + s.answer, add_special_tokens=False).input_ids

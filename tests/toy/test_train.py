@@ -55,3 +55,37 @@ def test_dense_loss_is_minimal_for_perfect_logits() -> None:
 def test_training_data_never_uses_the_benchmark_stream() -> None:
     rng = train._rng(0, 1, 0, 0)
     assert rng.bit_generator.seed_seq.entropy[0] == train.TRAIN_TAG != bench.HELDOUT_SEED
+
+
+def _targets(objects: list, qtype: int, question: str) -> set[int]:
+    return {t for t in range(len(objects)) if world.question_answer(objects, qtype, t)[0] == question}
+
+
+def test_later_turns_ask_about_objects_no_earlier_turn_named() -> None:
+    seen_later = 0
+    for i in range(200):
+        rng = np.random.default_rng([1, i])
+        first = world.make_sample(rng)
+        scene = world.Scene(first.image, first.objects, first.segmentation)
+        later = train.later_turns(scene, first, 4, rng)
+        named = {first.target} if first.target is not None else set()
+        for qtype, question, answer in later:
+            (target,) = _targets(scene.objects, qtype, question)  # a unique referent, as in first turns
+            assert target not in named and qtype in (1, 2, 3)
+            assert world.question_answer(scene.objects, qtype, target)[1] == answer
+            named.add(target)
+        if len(later) < 3:  # it stops early only when every askable object has been named
+            assert all(set(world.askable(scene.objects, q)) <= named for q in (1, 2, 3))
+        seen_later += len(later)
+    assert seen_later > 150  # most scenes have a second object to ask about
+
+
+def test_frozen_tower_is_left_unchanged_and_initialised_from_a_folder(tmp_path: Path) -> None:
+    donor = train.train(tmp_path / "donor", seed=1, cfg=TINY)
+    cfg = train.TrainConfig(**{**TINY.__dict__, "dense_steps": 0, "freeze_tower": True,
+                               "init_tower": str(donor)})
+    out = train.train(tmp_path / "frozen", seed=0, cfg=cfg)
+    before, after = _weights(donor), _weights(out)
+    tower = [k for k in before if k.startswith("vision_tower.")]
+    assert tower and all(torch.equal(before[k], after[k]) for k in tower)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("language_model."))

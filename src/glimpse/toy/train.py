@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from transformers import AutoModelForImageTextToText
 
 from glimpse.toy import model as toy_model
 from glimpse.toy import world
@@ -54,7 +55,9 @@ class TrainConfig:
     dense_lr: float = 2e-3
     lr: float = 1e-3  # projector + language model (fresh)
     vision_lr: float = 5e-4  # tower + dense head in the answer stage
-    aux_weight: float = 0.5
+    aux_weight: float = 0.5  # dense loss kept during the answer stage (unused with freeze_tower)
+    freeze_tower: bool = False  # answer stage: tower (and dense head) fixed; no tower backward, no aux loss
+    init_tower: str = ""  # model folder whose vision tower replaces the fresh one (to iterate on the LM side)
     pooled_weight: float = 1.0
     warmup: int = 50
     weight_decay: float = 0.01
@@ -158,21 +161,21 @@ _PROCESSOR = toy_model.build_processor()
 _TOKENIZER = _PROCESSOR.tokenizer
 
 
-def conversation(samples: list[world.Sample]) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 outside answers) of a multi-turn chat about one image.
+def conversation(turns: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 outside answers) of a multi-turn chat (question, answer) about one image.
 
     Identical to tokenising the chat template's rendering of the conversation (tested), but built piecewise so the
     answer spans are known.
     """
     image = "<image>" * toy_model.GRID ** 2
-    ids = list(_ids(f"USER: {image}\n{samples[0].question} ASSISTANT:", True))
+    ids = list(_ids(f"USER: {image}\n{turns[0][0]} ASSISTANT:", True))
     labels = [-100] * len(ids)
-    for i, s in enumerate(samples):
+    for i, (question, answer_text) in enumerate(turns):
         if i:
-            turn = _ids(f"USER: {s.question} ASSISTANT:")
+            turn = _ids(f"USER: {question} ASSISTANT:")
             ids += turn
             labels += [-100] * len(turn)
-        answer = list(_ids(" " + s.answer)) + [_TOKENIZER.eos_token_id]
+        answer = list(_ids(" " + answer_text)) + [_TOKENIZER.eos_token_id]
         ids += answer
         labels += answer
     return ids, labels
@@ -187,23 +190,38 @@ def dense_batch(seed: int, step: int, n: int) -> tuple[torch.Tensor, torch.Tenso
     return pixel_values([s.image for s in scenes]), torch.from_numpy(np.stack([patch_labels(s) for s in scenes]))
 
 
+def later_turns(scene: world.Scene, first: world.Sample, turns: int,
+                rng: np.random.Generator) -> list[tuple[int, str, str]]:
+    """Up to ``turns - 1`` further (type, question, answer) about ``scene``, each about an object no earlier turn
+    named, so the text never gives an answer away (``what shape is the green object?`` after ``the green square is
+    at ...`` would be answerable from the words alone). Types 1-3 only: counting is learnt from first turns."""
+    used = {first.target}
+    out = []
+    for _ in range(turns - 1):
+        options = {q: [t for t in world.askable(scene.objects, q) if t not in used] for q in (1, 2, 3)}
+        types = [q for q, targets in options.items() if targets]
+        if not types:
+            break
+        q = types[int(rng.integers(len(types)))]
+        t = options[q][int(rng.integers(len(options[q])))]
+        used.add(t)
+        out.append((q, *world.question_answer(scene.objects, q, t)))
+    return out
+
+
 def answer_batch(seed: int, step: int, n: int, turns: int) -> dict[str, torch.Tensor]:
-    """``n`` conversations; the first question's type is uniform (as in the benchmark), later ones uniform among
-    the types the scene supports, without repeating a question."""
+    """``n`` conversations; the first question's type is uniform (as in the benchmark), later ones about objects
+    not named before (:func:`later_turns`)."""
     convs, images, dense, qtypes = [], [], [], []
     for b in range(n):
         rng = _rng(seed, 1, step, b)
         first = world.make_sample(rng)
         scene = world.Scene(first.image, first.objects, first.segmentation)
-        samples = [first]
-        for _ in range(turns - 1):
-            s = world.ask(scene, int(rng.integers(1, 5)), rng)
-            if s is not None and s.question not in {x.question for x in samples}:
-                samples.append(s)
-        convs.append(conversation(samples))
+        chat = [(first.qtype, first.question, first.answer)] + later_turns(scene, first, turns, rng)
+        convs.append(conversation([(q, a) for _, q, a in chat]))
         images.append(first.image)
         dense.append(patch_labels(scene))
-        qtypes.append([s.qtype for s in samples])
+        qtypes.append([t for t, _, _ in chat])
     width = max(len(ids) for ids, _ in convs)
     pad = _TOKENIZER.pad_token_id
     ids = torch.full((n, width), pad, dtype=torch.long)  # right padding: training only
@@ -257,7 +275,9 @@ def _optimizer(cfg: TrainConfig, stage: int, model: nn.Module, head: DenseHead):
     else:
         ids = {id(p) for p in tower}
         rest = [p for p in model.parameters() if id(p) not in ids]
-        groups = [{"params": tower, "lr": cfg.vision_lr}, {"params": rest, "lr": cfg.lr}]
+        groups = [{"params": rest, "lr": cfg.lr}]
+        if not cfg.freeze_tower:
+            groups.append({"params": tower, "lr": cfg.vision_lr})
         total = cfg.answer_steps
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _schedule(cfg.warmup, total))
@@ -294,6 +314,9 @@ def train(out_dir: str | Path, seed: int = 0, cfg: TrainConfig | None = None,
 def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Path:
     model, processor = toy_model.build_untrained(seed, cfg.dims)
     init_positions(model)
+    if cfg.init_tower:
+        tower = AutoModelForImageTextToText.from_pretrained(cfg.init_tower).model.vision_tower
+        model.model.vision_tower.load_state_dict(tower.state_dict())
     torch.manual_seed(seed)
     head = DenseHead(cfg.dims.vision_width)
     ckpt_path = out / "ckpt.pt"
@@ -330,6 +353,8 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
     done, last_ckpt, window = 0, time.monotonic(), []
     totals = (cfg.dense_steps, cfg.answer_steps)
     while stage < len(totals):
+        frozen = stage == 1 and cfg.freeze_tower
+        model.model.vision_tower.requires_grad_(not frozen)  # frozen: autograd skips the tower entirely
         if step == totals[stage]:  # stage finished: next stage starts with a fresh optimizer and schedule
             stage, step = stage + 1, 0
             opt, sched = _optimizer(cfg, stage, model, head)
@@ -352,12 +377,14 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
                 else:
                     res = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                 pixel_values=batch["pixel_values"], labels=batch["labels"])
-                    aux, accs = dense_loss(head, features[0][:, 1:], batch["dense"], cfg.pooled_weight)
-                    loss = res.loss + cfg.aux_weight * aux
                     tf = turn_accuracy(res.logits, batch["labels"], batch["qtypes"])
-                    stats = dict(loss=res.loss.item(), aux=aux.item(), shape=accs[0], quad=accs[2], count=accs[3],
-                                 oshape=accs[4],
+                    stats = dict(loss=res.loss.item(),
                                  **{f"q{q}": float(np.mean(v)) if v else float("nan") for q, v in tf.items()})
+                    loss = res.loss
+                    if not frozen:
+                        aux, accs = dense_loss(head, features[0][:, 1:], batch["dense"], cfg.pooled_weight)
+                        loss = loss + cfg.aux_weight * aux
+                        stats.update(aux=aux.item(), shape=accs[0], quad=accs[2], count=accs[3], oshape=accs[4])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
@@ -394,15 +421,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="run folder (checkpoint, log, final model in OUT/model)")
     parser.add_argument("--seed", type=int, default=0)
     defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "dims":
-            kind = type(getattr(defaults, f.name))
-            parser.add_argument(f"--{f.name.replace('_', '-')}", default=getattr(defaults, f.name),
-                                type=(lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind)
-    args = parser.parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "dims"})
+    knobs = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig) if f.name != "dims"]
+    knobs += [(f.name, getattr(defaults.dims, f.name)) for f in dataclasses.fields(toy_model.Dims)]
+    for name, default in knobs:
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default,
+                            type=(lambda v: v.lower() in ("1", "true", "yes")) if isinstance(default, bool)
+                            else type(default))
+    args = vars(parser.parse_args(argv))
+    dims = toy_model.Dims(**{f.name: args[f.name] for f in dataclasses.fields(toy_model.Dims)})
+    cfg = TrainConfig(dims=dims, **{name: args[name] for name, _ in knobs if not hasattr(dims, name)})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(train(args.out, args.seed, cfg))
+    print(train(args["out"], args["seed"], cfg))
 
 
 if __name__ == "__main__":
