@@ -210,11 +210,14 @@ def toy_bench(
             names = tuple(m.strip() for m in methods.split(",") if m.strip())
             result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED, names)
             typer.echo(f"localisation on {result['n_questions']} type 1-3 questions of {n_localisation} scenes "
-                       f"(explaining the model's own answers):")
-            typer.echo(f"  {'method':<16}{'pointing':>10}{'pointing|correct':>18}{'energy in mask':>16}")
+                       f"(explaining the model's own answers; {result['n_correct']} answered correctly):")
+            typer.echo(f"  {'':<16}{'holistic map':^40}{'answer-word token map (correct)':^34}")
+            typer.echo(f"  {'method':<16}{'pointing':>10}{'pointing|correct':>18}{'energy':>12}"
+                       f"{'pointing':>16}{'energy':>12}")
             for name, row in result["methods"].items():
                 typer.echo(f"  {name:<16}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}"
-                           f"{row['energy']:>16.1%}")
+                           f"{row['energy']:>12.1%}{row['answer_word_pointing']:>16.1%}"
+                           f"{row['answer_word_energy']:>12.1%}")
             typer.echo(f"  chance: pointing {result['chance_pointing']:.1%}, "
                        f"energy {result['mask_share']:.1%} (the object's share of the image)")
     except GlimpseError as exc:

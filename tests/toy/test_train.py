@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -29,12 +30,14 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert not _same(a, untrained)  # the steps did change the weights
 
 
-def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
-    full = _weights(train.train(tmp_path / "full", seed=2, cfg=TINY))
+@pytest.mark.parametrize("freeze_tower", [True, False])
+def test_resume_equals_uninterrupted(tmp_path: Path, freeze_tower: bool) -> None:
+    cfg = train.TrainConfig(**{**TINY.__dict__, "freeze_tower": freeze_tower})
+    full = _weights(train.train(tmp_path / "full", seed=2, cfg=cfg))
     # interrupt inside the dense stage, at the stage boundary and inside the answer stage
     for stop in (1, 1, 2):
-        train.train(tmp_path / "resumed", seed=2, cfg=TINY, stop_after=stop)
-    resumed = _weights(train.train(tmp_path / "resumed", seed=2, cfg=TINY))
+        train.train(tmp_path / "resumed", seed=2, cfg=cfg, stop_after=stop)
+    resumed = _weights(train.train(tmp_path / "resumed", seed=2, cfg=cfg))
     assert _same(full, resumed)
 
 
@@ -89,3 +92,13 @@ def test_frozen_tower_is_left_unchanged_and_initialised_from_a_folder(tmp_path: 
     tower = [k for k in before if k.startswith("vision_tower.")]
     assert tower and all(torch.equal(before[k], after[k]) for k in tower)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("language_model."))
+
+
+def test_tower_stage_then_answer_stage_equals_one_run(tmp_path: Path) -> None:
+    """The recipe can run as one command or as two (tower first, then the answer stage on that tower): same weights."""
+    cfg = train.TrainConfig(**{**TINY.__dict__, "freeze_tower": True})
+    whole = train.train(tmp_path / "whole", seed=0, cfg=cfg)
+    tower = train.train(tmp_path / "tower", seed=0, cfg=train.TrainConfig(**{**cfg.__dict__, "answer_steps": 0}))
+    split = train.train(tmp_path / "answer", seed=0,
+                        cfg=train.TrainConfig(**{**cfg.__dict__, "dense_steps": 0, "init_tower": str(tower)}))
+    assert _same(_weights(whole), _weights(split))

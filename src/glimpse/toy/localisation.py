@@ -1,10 +1,12 @@
 """Does the explanation point at the evidence? Held-out shapes-world scenes, where the pixels that
 answer each question are known exactly.
 
-For questions about one object (types 1-3): the pointing game (the highest-scoring image token
-covers a pixel of the asked-about object) and the share of the map's mass on the object, for each
-method, explaining the model's own greedy answer. Chance for the pointing game is the share of
-image tokens that touch the object.
+For questions about one object (types 1-3), explaining the model's own greedy answer, per method:
+the pointing game (the highest-scoring image token covers a pixel of the asked-about object) and the
+share of the map's mass on the object, for the holistic map; and the same two for the map of the one
+answer token that names the asked-for attribute (the colour of type 1, the shape of type 2, the first
+quadrant word of type 3), on correctly answered questions. Chance for the pointing game is the share
+of image tokens that touch the object.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ from . import world
 SINGLE_OBJECT_TYPES = (1, 2, 3)
 
 
+def answer_word_token(sample: world.Sample, tokens: list[str]) -> int | None:
+    """Index of the answer token naming the asked-for attribute, or None when the answer does not name it."""
+    obj = sample.objects[sample.target]
+    word = {1: obj.color, 2: obj.shape, 3: obj.quadrant.split()[0]}[sample.qtype]
+    hits = [i for i, token in enumerate(tokens) if token.strip() == word]
+    return hits[-1] if hits else None
+
+
 def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[str, ...] = ("glimpse", "raw_attention")
                           ) -> dict:
     """Pointing game and energy in mask per method over the type 1-3 samples among `n` held-out ones."""
     import glimpse
 
     samples = [s for s in world.make_dataset(n, seed) if s.qtype in SINGLE_OBJECT_TYPES]
-    scores: dict[str, dict[str, list[float]]] = {m: {"pointing": [], "energy": [], "correct": []} for m in methods}
+    keys = ("pointing", "energy", "correct", "word_pointing", "word_energy")
+    scores: dict[str, dict[str, list[float]]] = {m: {k: [] for k in keys} for m in methods}
     chance = []
     for sample in samples:
         answer = None
@@ -32,17 +43,30 @@ def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[st
             explanation = glimpse.explain(model, processor, sample.image, sample.question, answer=answer,
                                           method=method, max_new_tokens=12)
             answer = explanation.answer
-            scores[method]["pointing"].append(float(pointing_game(explanation, sample.mask)))
-            scores[method]["energy"].append(energy_in_mask(explanation, sample.mask))
-            scores[method]["correct"].append(float(answer == sample.answer))
+            row = scores[method]
+            row["pointing"].append(float(pointing_game(explanation, sample.mask)))
+            row["energy"].append(energy_in_mask(explanation, sample.mask))
+            row["correct"].append(float(answer == sample.answer))
+            word = answer_word_token(sample, explanation.answer_tokens) if answer == sample.answer else None
+            row["word_pointing"].append(np.nan if word is None else float(pointing_game(explanation, sample.mask,
+                                                                                         token=word)))
+            row["word_energy"].append(np.nan if word is None else energy_in_mask(explanation, sample.mask, token=word))
         chance.append(pointing_chance(explanation.layouts[0], sample.mask))
     summary = {m: {"pointing": float(np.mean(v["pointing"])), "energy": float(np.mean(v["energy"])),
-                   "pointing_when_correct": _masked_mean(v["pointing"], v["correct"])}
+                   "pointing_when_correct": _masked_mean(v["pointing"], v["correct"]),
+                   "answer_word_pointing": _nanmean(v["word_pointing"]),
+                   "answer_word_energy": _nanmean(v["word_energy"])}
                for m, v in scores.items()}
-    return {"n_questions": len(samples), "seed": seed, "methods": summary,
-            "chance_pointing": float(np.mean(chance)), "mask_share": float(np.mean([s.mask.mean() for s in samples]))}
+    return {"n_questions": len(samples), "n_correct": int(sum(scores[methods[0]]["correct"])), "seed": seed,
+            "methods": summary, "chance_pointing": float(np.mean(chance)),
+            "mask_share": float(np.mean([s.mask.mean() for s in samples]))}
 
 
 def _masked_mean(values: list[float], keep: list[float]) -> float:
     chosen = [v for v, k in zip(values, keep) if k]
     return float(np.mean(chosen)) if chosen else float("nan")
+
+
+def _nanmean(values: list[float]) -> float:
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")

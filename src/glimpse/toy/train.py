@@ -6,8 +6,13 @@ Recipe (measurements in docs/toy.md):
    layer (the features the projector reads), learns each patch's shape, colour and object-centre quadrant
    (background is a class of its own) plus the scene's object count. The answer loss alone never teaches the tower
    shapes or positions.
-2. *Answer stage*: the whole model on conversations of ``turns`` questions about one image (the loss is on answer
-   tokens and ``</s>`` only), with the dense loss kept as an auxiliary term so the tower keeps its features.
+2. *Answer stage*: the tower is frozen; the projector and the language model learn from conversations of up to
+   ``turns`` questions about one image (loss on answer tokens and ``</s>`` only). The first question is drawn as in
+   the benchmark; each later one asks about an object no earlier turn named, so the text never gives an answer
+   away. With ``freeze_tower=False`` the tower trains too, with the dense loss kept as an auxiliary term.
+
+The recipe can also run as two commands, the tower first (``--answer-steps 0``) and then the answer stage on it
+(``--dense-steps 0 --init-tower RUN/model``): the weights are the same as one run's (tested).
 
 Determinism and resuming: batch ``b`` of step ``s`` of stage ``k`` is drawn from
 ``default_rng([TRAIN_TAG, seed, k, s, b])`` (never the benchmark's ``default_rng([HELDOUT_SEED, i])`` stream), so
@@ -48,15 +53,15 @@ log = logging.getLogger("glimpse.toy.train")
 class TrainConfig:
     dims: toy_model.Dims = field(default_factory=toy_model.Dims)
     dense_steps: int = 2200
-    answer_steps: int = 1600
+    answer_steps: int = 2200
     dense_batch: int = 32
     batch: int = 32
-    turns: int = 3  # questions per image in the answer stage: more answer signal per (costly) image forward
+    turns: int = 4  # questions per image in the answer stage: more answer signal per (costly) image forward
     dense_lr: float = 2e-3
     lr: float = 1e-3  # projector + language model (fresh)
     vision_lr: float = 5e-4  # tower + dense head in the answer stage
     aux_weight: float = 0.5  # dense loss kept during the answer stage (unused with freeze_tower)
-    freeze_tower: bool = False  # answer stage: tower (and dense head) fixed; no tower backward, no aux loss
+    freeze_tower: bool = True  # answer stage: tower (and dense head) fixed; no tower backward, no aux loss
     init_tower: str = ""  # model folder whose vision tower replaces the fresh one (to iterate on the LM side)
     pooled_weight: float = 1.0
     warmup: int = 50
