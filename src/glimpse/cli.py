@@ -163,8 +163,12 @@ def demo(
                + ", ".join(f"{o.color} {o.shape} ({o.quadrant})" for o in sample.objects))
     report_result(result.explanation, folder)
     typer.echo(f"the answer is {verdict}")
-    typer.echo(f"map maximum on the asked-about evidence: {'yes' if result.pointing else 'no'}; "
+    typer.echo(f"holistic map: maximum on the asked-about evidence: {'yes' if result.pointing else 'no'}; "
                f"share of the map on it: {result.energy:.0%} (the evidence covers {sample.mask.mean():.0%} of the image)")
+    if result.answer_word is not None:
+        word = result.explanation.answer_tokens[result.answer_word].strip()
+        typer.echo(f"map of the answer word {word!r} (answer-word.png): maximum on the evidence: "
+                   f"{'yes' if result.word_pointing else 'no'}; share of the map on it: {result.word_energy:.0%}")
 
 
 toy_app = typer.Typer(no_args_is_help=True, help="The shapes world and its shipped model: train, benchmark.")

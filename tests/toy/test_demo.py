@@ -10,19 +10,32 @@ from typer.testing import CliRunner
 
 from glimpse.cli import app
 from glimpse.toy import world
+from glimpse.toy.localisation import answer_word_token
 
 
 def test_demo_runs_offline_from_a_fresh_process(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "glimpse.cli", "demo", "--seed", "3"], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-m", "glimpse.cli", "demo", "--seed", "27"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "glimpse-out" / "run-001"
     assert {"overlay.png", "report.html", "explanation.json", "arrays.safetensors"} <= {p.name for p in folder.iterdir()}
     doc = json.loads((folder / "explanation.json").read_text())
-    sample = world.make_sample(3)
+    sample = world.make_sample(27)
     assert doc["question"] == sample.question and doc["extra"]["expected_answer"] == sample.answer
-    assert "map maximum on the asked-about evidence" in result.stdout
+    assert "holistic map: maximum on the asked-about evidence" in result.stdout
+    word = answer_word_token(sample, doc["answer_tokens"])
+    assert sample.qtype == 1 and word is not None  # scene 27: one red cross, 'what color is the cross?'
+    assert (folder / "answer-word.png").exists()
+    assert f"map of the answer word {doc['answer_tokens'][word].strip()!r}" in result.stdout
+
+
+def test_demo_of_a_counting_question_has_no_answer_word(tmp_path):
+    from glimpse.toy.demo import run_demo
+
+    result = run_demo(tmp_path / "out", seed=3)  # scene 3: "how many objects are there?"
+    assert result.sample.qtype == 4 and result.answer_word is None
+    assert not (tmp_path / "out" / "answer-word.png").exists() and (tmp_path / "out" / "overlay.png").exists()
 
 
 def test_explain_defaults_to_the_shipped_model(tmp_path, monkeypatch):

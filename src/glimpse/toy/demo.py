@@ -8,6 +8,7 @@ from pathlib import Path
 from ..eval import energy_in_mask, pointing_game
 from ..explanation import Explanation
 from . import world
+from .localisation import SINGLE_OBJECT_TYPES, answer_word_token
 
 
 @dataclass
@@ -17,6 +18,9 @@ class DemoResult:
     pointing: bool
     energy: float
     folder: Path
+    answer_word: int | None = None  # the answer token naming the asked-for attribute (types 1-3, when said)
+    word_pointing: bool = False
+    word_energy: float = 0.0
 
 
 def run_demo(folder: Path, seed: int = 0, model: str | None = None) -> DemoResult:
@@ -28,5 +32,13 @@ def run_demo(folder: Path, seed: int = 0, model: str | None = None) -> DemoResul
     explanation = glimpse.explain(loaded.model, loaded.processor, sample.image, sample.question, max_new_tokens=12)
     explanation.extra.update({"demo_seed": seed, "expected_answer": sample.answer})
     explanation.save(folder)
-    return DemoResult(sample, explanation, pointing_game(explanation, sample.mask),
-                      energy_in_mask(explanation, sample.mask), folder)
+    result = DemoResult(sample, explanation, pointing_game(explanation, sample.mask),
+                        energy_in_mask(explanation, sample.mask), folder)
+    if sample.qtype in SINGLE_OBJECT_TYPES:
+        word = answer_word_token(sample, explanation.answer_tokens)
+        if word is not None:
+            explanation.to_png(folder / "answer-word.png", token=word)
+            result.answer_word = word
+            result.word_pointing = pointing_game(explanation, sample.mask, token=word)
+            result.word_energy = energy_in_mask(explanation, sample.mask, token=word)
+    return result
