@@ -53,7 +53,7 @@ class Dims:
     vision_heads: int = 4
     text_width: int = 256
     text_layers: int = 3
-    text_heads: int = 8
+    text_heads: int = 16
     text_mlp: int = 768
 
 
