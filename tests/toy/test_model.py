@@ -99,3 +99,18 @@ def test_shipped_model_answers() -> None:
     answer = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert out[0, -1].item() == processor.tokenizer.eos_token_id  # it stops by itself
     assert answer.endswith(".") and set(answer[:-1].split()) <= set(world.vocabulary())
+
+
+def test_shipped_model_is_the_trained_one() -> None:
+    """The first 100 held-out scenes: the shipped weights score 94% there (`python -m glimpse.toy.bench --n 100`);
+    the margin only absorbs numeric differences between machines."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from glimpse.toy.bench import evaluate_accuracy
+
+    folder = toy_model.default_model_path()
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    accuracy = evaluate_accuracy(model, processor, n=100)
+    assert accuracy["overall"] >= 0.88
+    assert min(accuracy["per_type"].values()) >= 0.6

@@ -1,0 +1,33 @@
+"""Type-3 (location) errors of a toy model on the held-out set: which word is wrong (top/bottom or left/right),
+by distance of the object centre to the nearest midline and by object count.
+
+    python benchmarks/toy_diagnostics/location_errors.py MODEL_FOLDER
+"""
+import sys, torch, numpy as np
+torch.set_num_threads(1)
+from transformers import AutoModelForImageTextToText, AutoProcessor
+from glimpse.toy import world
+from glimpse.toy.model import prompt
+folder = sys.argv[1]
+proc = AutoProcessor.from_pretrained(folder); proc.tokenizer.padding_side = "left"
+model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+samples = [s for s in world.make_dataset(1000, 424242) if s.qtype == 3]
+rows = []
+for i in range(0, len(samples), 50):
+    b = samples[i:i+50]
+    inp = proc(images=[s.image for s in b], text=[prompt(proc, s.question) for s in b], return_tensors="pt", padding=True)
+    with torch.no_grad(): out = model.generate(**inp, max_new_tokens=12, do_sample=False)
+    for s, o in zip(b, out):
+        a = proc.decode(o[inp["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        obj = s.objects[s.target]; cx, cy = obj.center
+        pred = a.split(" at the ")[-1].rstrip(".") if " at the " in a else "?"
+        true = obj.quadrant
+        rows.append((a == s.answer, min(abs(cx - 112), abs(cy - 112)), pred.split()[0] != true.split()[0] if pred != "?" else True,
+                     pred.split()[-1] != true.split()[-1] if pred != "?" else True, len(s.objects), a.split(" is at")[0] == s.answer.split(" is at")[0]))
+r = np.array(rows, dtype=float)
+print("n", len(r), "acc", r[:, 0].mean(), "subject ok", r[:, 5].mean())
+for lo, hi in [(0, 4), (4, 8), (8, 16), (16, 32), (32, 200)]:
+    m = (r[:, 1] >= lo) & (r[:, 1] < hi)
+    print(f"min distance of centre to a midline {lo}-{hi}px: n={m.sum()} acc={r[m, 0].mean():.3f} vert-wrong={r[m, 2].mean():.3f} horiz-wrong={r[m, 3].mean():.3f}")
+for k in range(1, 5):
+    m = r[:, 4] == k; print("objects", k, m.sum(), r[m, 0].mean().round(3))
