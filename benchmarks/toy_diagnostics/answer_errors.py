@@ -7,27 +7,22 @@ import sys, collections, torch, numpy as np
 torch.set_num_threads(1)
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from glimpse.toy import world
-from glimpse.toy.model import prompt
+from glimpse.toy.bench import HELDOUT_SEED, generate_answers
 folder = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 400
-proc = AutoProcessor.from_pretrained(folder); model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-samples = world.make_dataset(n, 424242)
+proc = AutoProcessor.from_pretrained(folder); model = AutoModelForImageTextToText.from_pretrained(folder)
+samples = world.make_dataset(n, HELDOUT_SEED)
 res = collections.defaultdict(list); other = collections.Counter()
-for i in range(0, n, 50):
-    b = samples[i:i+50]
-    inp = proc(images=[s.image for s in b], text=[prompt(proc, s.question) for s in b], return_tensors="pt", padding=True)
-    with torch.no_grad(): out = model.generate(**inp, max_new_tokens=12, do_sample=False)
-    for s, o in zip(b, out):
-        a = proc.decode(o[inp["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        ok = a == s.answer
-        res[(s.qtype, len(s.objects))].append(ok)
-        if not ok and s.qtype in (1, 2):
-            words = a.rstrip(".").split()
-            attr = words[-1]
-            others = {o.color if s.qtype == 1 else o.shape for j, o in enumerate(s.objects) if j != s.target}
-            other[(s.qtype, "other-object" if attr in others else "absent")] += 1
-        if s.qtype == 2:
-            res[("t2colour", s.objects[s.target].color)].append(ok)
-        if s.qtype == 1:
-            res[("t1shape", s.objects[s.target].shape)].append(ok)
+for s, a in zip(samples, generate_answers(model, proc, samples)):
+    ok = a == s.answer
+    res[(s.qtype, len(s.objects))].append(ok)
+    if not ok and s.qtype in (1, 2):
+        words = a.rstrip(".").split()
+        attr = words[-1]
+        others = {o.color if s.qtype == 1 else o.shape for j, o in enumerate(s.objects) if j != s.target}
+        other[(s.qtype, "other-object" if attr in others else "absent")] += 1
+    if s.qtype == 2:
+        res[("t2colour", s.objects[s.target].color)].append(ok)
+    if s.qtype == 1:
+        res[("t1shape", s.objects[s.target].shape)].append(ok)
 for k in sorted(res, key=str): print(k, len(res[k]), round(float(np.mean(res[k])), 3))
 print(other)

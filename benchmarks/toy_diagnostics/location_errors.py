@@ -7,23 +7,18 @@ import sys, torch, numpy as np
 torch.set_num_threads(1)
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from glimpse.toy import world
-from glimpse.toy.model import prompt
+from glimpse.toy.bench import HELDOUT_SEED, generate_answers
 folder = sys.argv[1]
-proc = AutoProcessor.from_pretrained(folder); proc.tokenizer.padding_side = "left"
-model = AutoModelForImageTextToText.from_pretrained(folder).eval()
-samples = [s for s in world.make_dataset(1000, 424242) if s.qtype == 3]
+proc = AutoProcessor.from_pretrained(folder)
+model = AutoModelForImageTextToText.from_pretrained(folder)
+samples = [s for s in world.make_dataset(1000, HELDOUT_SEED) if s.qtype == 3]
 rows = []
-for i in range(0, len(samples), 50):
-    b = samples[i:i+50]
-    inp = proc(images=[s.image for s in b], text=[prompt(proc, s.question) for s in b], return_tensors="pt", padding=True)
-    with torch.no_grad(): out = model.generate(**inp, max_new_tokens=12, do_sample=False)
-    for s, o in zip(b, out):
-        a = proc.decode(o[inp["input_ids"].shape[1]:], skip_special_tokens=True).strip()
-        obj = s.objects[s.target]; cx, cy = obj.center
-        pred = a.split(" at the ")[-1].rstrip(".") if " at the " in a else "?"
-        true = obj.quadrant
-        rows.append((a == s.answer, min(abs(cx - 112), abs(cy - 112)), pred.split()[0] != true.split()[0] if pred != "?" else True,
-                     pred.split()[-1] != true.split()[-1] if pred != "?" else True, len(s.objects), a.split(" is at")[0] == s.answer.split(" is at")[0]))
+for s, a in zip(samples, generate_answers(model, proc, samples)):
+    obj = s.objects[s.target]; cx, cy = obj.center
+    pred = a.split(" at the ")[-1].rstrip(".") if " at the " in a else "?"
+    true = obj.quadrant
+    rows.append((a == s.answer, min(abs(cx - 112), abs(cy - 112)), pred.split()[0] != true.split()[0] if pred != "?" else True,
+                 pred.split()[-1] != true.split()[-1] if pred != "?" else True, len(s.objects), a.split(" is at")[0] == s.answer.split(" is at")[0]))
 r = np.array(rows, dtype=float)
 print("n", len(r), "acc", r[:, 0].mean(), "subject ok", r[:, 5].mean())
 for lo, hi in [(0, 4), (4, 8), (8, 16), (16, 32), (32, 200)]:

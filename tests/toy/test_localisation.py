@@ -25,3 +25,8 @@ def test_answer_without_the_attribute_has_no_answer_word() -> None:
     s = next(s for s in world.make_dataset(40, 6) if s.qtype == 1)
     wrong = next(c for c in world.COLORS if c != s.objects[s.target].color)
     assert answer_word_token(s, _tokens(f"the {s.objects[s.target].shape} is {wrong}.")) is None
+
+
+def test_counting_question_has_no_answer_word() -> None:
+    s = next(s for s in world.make_dataset(40, 7) if s.qtype == 4)
+    assert answer_word_token(s, _tokens(s.answer)) is None

@@ -21,20 +21,27 @@ HELDOUT_SEED = 424_242
 
 
 @torch.no_grad()
-def evaluate_accuracy(model, processor, n: int = 1000, seed: int = HELDOUT_SEED, batch_size: int = 50) -> dict:
-    """Greedy-decode answers for ``n`` held-out samples; return overall and per-type exact-match accuracy."""
-    samples = world.make_dataset(n, seed)
+def generate_answers(model, processor, samples: list[world.Sample], batch_size: int = 50) -> list[str]:
+    """The model's greedy answer (decoded, stripped) to each sample's question, in batches."""
     model.eval()
     processor.tokenizer.padding_side = "left"  # batched generation needs the prompts flush right
-    hits: dict[int, list[bool]] = {q: [] for q in world.QTYPES}
-    for start in range(0, n, batch_size):
+    answers = []
+    for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         inputs = processor(images=[s.image for s in chunk], text=[toy_model.prompt(processor, s.question) for s in chunk],
                            padding=True, return_tensors="pt")
         out = model.generate(**inputs, do_sample=False)
-        answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        for s, a in zip(chunk, answers):
-            hits[s.qtype].append(a.strip() == s.answer)
+        decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        answers += [a.strip() for a in decoded]
+    return answers
+
+
+def evaluate_accuracy(model, processor, n: int = 1000, seed: int = HELDOUT_SEED, batch_size: int = 50) -> dict:
+    """Greedy-decode answers for ``n`` held-out samples; return overall and per-type exact-match accuracy."""
+    samples = world.make_dataset(n, seed)
+    hits: dict[int, list[bool]] = {q: [] for q in world.QTYPES}
+    for s, a in zip(samples, generate_answers(model, processor, samples, batch_size)):
+        hits[s.qtype].append(a == s.answer)
     per_type = {q: sum(h) / len(h) for q, h in hits.items() if h}
     return {"n": n, "seed": seed, "overall": sum(sum(h) for h in hits.values()) / n,
             "per_type": per_type, "count_per_type": {q: len(h) for q, h in hits.items()}}

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..eval import energy_in_mask, pointing_game
 from ..explanation import Explanation
 from . import world
-from .localisation import SINGLE_OBJECT_TYPES, answer_word_token
+from .localisation import answer_word_token
 
 
 @dataclass
@@ -34,11 +34,10 @@ def run_demo(folder: Path, seed: int = 0, model: str | None = None) -> DemoResul
     explanation.save(folder)
     result = DemoResult(sample, explanation, pointing_game(explanation, sample.mask),
                         energy_in_mask(explanation, sample.mask), folder)
-    if sample.qtype in SINGLE_OBJECT_TYPES:
-        word = answer_word_token(sample, explanation.answer_tokens)
-        if word is not None:
-            explanation.to_png(folder / "answer-word.png", token=word)
-            result.answer_word = word
-            result.word_pointing = pointing_game(explanation, sample.mask, token=word)
-            result.word_energy = energy_in_mask(explanation, sample.mask, token=word)
+    word = answer_word_token(sample, explanation.answer_tokens)
+    if word is not None:
+        explanation.to_png(folder / "answer-word.png", token=word)
+        result.answer_word = word
+        result.word_pointing = pointing_game(explanation, sample.mask, token=word)
+        result.word_energy = energy_in_mask(explanation, sample.mask, token=word)
     return result

@@ -20,7 +20,10 @@ SINGLE_OBJECT_TYPES = (1, 2, 3)
 
 
 def answer_word_token(sample: world.Sample, tokens: list[str]) -> int | None:
-    """Index of the answer token naming the asked-for attribute, or None when the answer does not name it."""
+    """Index of the answer token naming the asked-for attribute, or None when the answer does not name it or the
+    question is not about one object (counting)."""
+    if sample.qtype not in SINGLE_OBJECT_TYPES:
+        return None
     obj = sample.objects[sample.target]
     word = {1: obj.color, 2: obj.shape, 3: obj.quadrant.split()[0]}[sample.qtype]
     hits = [i for i, token in enumerate(tokens) if token.strip() == word]
