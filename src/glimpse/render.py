@@ -148,11 +148,11 @@ def figure(explanation: "Explanation", image: int = 0, tokens: list[int] | None 
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     words = _unit(e.prompt_word_scores)
+    renderer = fig.canvas.get_renderer()  # measures each word without redrawing the figure
     x = 0.01
     for word, score in zip(e.prompt_words, words):
         text = fig.text(x, 0.02, word, fontsize=9, bbox={"facecolor": _shade_rgb(score), "edgecolor": "none", "pad": 1.5})
-        fig.canvas.draw()
-        x += text.get_window_extent().width / fig.bbox.width + 0.008
+        x += text.get_window_extent(renderer).width / fig.bbox.width + 0.008
     fig.suptitle(f"{e.question}  ->  {e.answer}", fontsize=10)
     fig.subplots_adjust(bottom=0.14, top=0.8, wspace=0.05)
     return fig
