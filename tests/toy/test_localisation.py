@@ -1,4 +1,5 @@
 """The answer word whose token map the toy benchmark scores."""
+import numpy as np
 
 from glimpse.toy import world
 from glimpse.toy.localisation import answer_word_token
@@ -30,3 +31,17 @@ def test_answer_without_the_attribute_has_no_answer_word() -> None:
 def test_counting_question_has_no_answer_word() -> None:
     s = next(s for s in world.make_dataset(40, 7) if s.qtype == 4)
     assert answer_word_token(s, _tokens(s.answer)) is None
+
+
+def test_variants_compare_options_of_one_method_on_the_same_answers() -> None:
+    import glimpse
+    from glimpse.toy.localisation import evaluate_localisation
+
+    model, processor = glimpse.load(None, device="cpu")
+    variants = {"defaults": {"method": "glimpse"}, "uniform": {"method": "glimpse", "token_weighting": "uniform"}}
+    result = evaluate_localisation(model, processor, 6, 0, variants=variants)
+    assert list(result["methods"]) == ["defaults", "uniform"] and result["n_questions"] > 0
+    a, b = result["methods"]["defaults"], result["methods"]["uniform"]
+    # token weighting changes only the holistic map: the answer word's own map is the same
+    assert np.isfinite(a["answer_word_energy"])  # scenes 0-5 hold correctly answered single-object questions
+    assert (a["answer_word_pointing"], a["answer_word_energy"]) == (b["answer_word_pointing"], b["answer_word_energy"])

@@ -30,23 +30,27 @@ def answer_word_token(sample: world.Sample, tokens: list[str]) -> int | None:
     return hits[-1] if hits else None
 
 
-def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[str, ...] = ("glimpse", "raw_attention")
-                          ) -> dict:
-    """Pointing game and energy in mask per method over the type 1-3 samples among `n` held-out ones."""
+def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[str, ...] = ("glimpse", "raw_attention"),
+                          variants: dict[str, dict] | None = None) -> dict:
+    """Pointing game and energy in mask per method over the type 1-3 samples among `n` held-out ones.
+
+    `variants` (name -> keyword arguments of `glimpse.explain`, e.g. `{"method": "glimpse", "layer_fraction": 0.5}`)
+    replaces `methods` to compare options of one method."""
     import glimpse
 
+    runs = variants if variants is not None else {m: {"method": m} for m in methods}
     samples = [s for s in world.make_dataset(n, seed) if s.qtype in SINGLE_OBJECT_TYPES]
     keys = ("pointing", "energy", "correct", "word_pointing", "word_energy")
-    scores: dict[str, dict[str, list[float]]] = {m: {k: [] for k in keys} for m in methods}
+    scores: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in runs}
     chance = []
     for sample in samples:
         answer = None
-        for method in methods:
-            # The first method generates the answer; the others explain that same answer.
+        for name, options in runs.items():
+            # The first run generates the answer; the others explain that same answer.
             explanation = glimpse.explain(model, processor, sample.image, sample.question, answer=answer,
-                                          method=method, max_new_tokens=12)
+                                          max_new_tokens=12, **options)
             answer = explanation.answer
-            row = scores[method]
+            row = scores[name]
             row["pointing"].append(float(pointing_game(explanation, sample.mask)))
             row["energy"].append(energy_in_mask(explanation, sample.mask))
             row["correct"].append(float(answer == sample.answer))
@@ -60,7 +64,7 @@ def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[st
                    "answer_word_pointing": _nanmean(v["word_pointing"]),
                    "answer_word_energy": _nanmean(v["word_energy"])}
                for m, v in scores.items()}
-    return {"n_questions": len(samples), "n_correct": int(sum(scores[methods[0]]["correct"])), "seed": seed,
+    return {"n_questions": len(samples), "n_correct": int(sum(next(iter(scores.values()))["correct"])), "seed": seed,
             "methods": summary, "chance_pointing": float(np.mean(chance)),
             "mask_share": float(np.mean([s.mask.mean() for s in samples]))}
 
