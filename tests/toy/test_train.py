@@ -102,3 +102,26 @@ def test_tower_stage_then_answer_stage_equals_one_run(tmp_path: Path) -> None:
     split = train.train(tmp_path / "answer", seed=0,
                         cfg=train.TrainConfig(**{**cfg.__dict__, "dense_steps": 0, "init_tower": str(tower)}))
     assert _same(_weights(whole), _weights(split))
+
+
+def _with(cfg: train.TrainConfig, **changes) -> train.TrainConfig:
+    return train.TrainConfig(**{**cfg.__dict__, **changes})
+
+
+def test_frozen_tower_answer_stage_is_the_same_with_one_or_two_threads(tmp_path: Path) -> None:
+    cfg = _with(TINY, freeze_tower=True, answer_steps=4)
+    one = _weights(train.train(tmp_path / "one", seed=3, cfg=_with(cfg, answer_threads=1)))
+    two = _weights(train.train(tmp_path / "two", seed=3, cfg=_with(cfg, answer_threads=2)))
+    assert _same(one, two)
+
+
+def test_a_run_resumes_with_other_speed_settings_but_not_other_weight_settings(tmp_path: Path) -> None:
+    cfg = _with(TINY, freeze_tower=True, answer_threads=1, workers=1)
+    full = _weights(train.train(tmp_path / "full", seed=4, cfg=cfg))
+    train.train(tmp_path / "resumed", seed=4, cfg=cfg, stop_after=3)
+    faster = _with(cfg, answer_threads=2, workers=0, ckpt_every_s=60.0)
+    assert _same(full, _weights(train.train(tmp_path / "resumed", seed=4, cfg=faster)))
+    train.train(tmp_path / "other", seed=4, cfg=cfg, stop_after=1)
+    for changed in (_with(cfg, lr=2e-3), _with(cfg, dense_threads=2)):
+        with pytest.raises(ValueError, match="another configuration"):
+            train.train(tmp_path / "other", seed=4, cfg=changed)
