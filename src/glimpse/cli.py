@@ -224,6 +224,11 @@ def toy_bench(
                            f"{row['answer_word_energy']:>12.1%}")
             typer.echo(f"  chance: pointing {result['chance_pointing']:.1%}, "
                        f"energy {result['mask_share']:.1%} (the object's share of the image)")
+            typer.echo("holistic-map pointing by question type (1 colour, 2 shape, 3 location):")
+            typer.echo(f"  {'method':<16}" + "".join(f"{f'type {q} (n={n})':>16}"
+                                                      for q, n in result["n_by_type"].items()))
+            for name, row in result["methods"].items():
+                typer.echo(f"  {name:<16}" + "".join(f"{v:>16.1%}" for v in row["pointing_by_type"].values()))
     except GlimpseError as exc:
         fail(str(exc))
 

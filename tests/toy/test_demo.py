@@ -53,6 +53,7 @@ def test_toy_bench_prints_accuracy_and_localisation(tmp_path):
     assert result.exit_code == 0, result.output
     assert "exact-match accuracy on 8 held-out scenes" in result.output
     assert "glimpse" in result.output and "raw_attention" in result.output and "chance" in result.output
+    assert "holistic-map pointing by question type" in result.output and "type 1 (n=" in result.output
 
 
 def test_shipped_model_explanations_are_finite():

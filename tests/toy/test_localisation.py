@@ -45,3 +45,15 @@ def test_variants_compare_options_of_one_method_on_the_same_answers() -> None:
     # token weighting changes only the holistic map: the answer word's own map is the same
     assert np.isfinite(a["answer_word_energy"])  # scenes 0-5 hold correctly answered single-object questions
     assert (a["answer_word_pointing"], a["answer_word_energy"]) == (b["answer_word_pointing"], b["answer_word_energy"])
+
+
+def test_pointing_by_type_splits_the_overall_pointing() -> None:
+    import glimpse
+    from glimpse.toy.localisation import evaluate_localisation
+
+    model, processor = glimpse.load(None, device="cpu")
+    result = evaluate_localisation(model, processor, 12, 1, methods=("raw_attention",))
+    row, counts = result["methods"]["raw_attention"], result["n_by_type"]
+    assert set(row["pointing_by_type"]) == set(counts) and sum(counts.values()) == result["n_questions"]
+    weighted = sum(row["pointing_by_type"][q] * n for q, n in counts.items()) / result["n_questions"]
+    assert abs(weighted - row["pointing"]) < 1e-9

@@ -2,8 +2,8 @@
 answer each question are known exactly.
 
 For questions about one object (types 1-3), explaining the model's own greedy answer, per method:
-the pointing game (the highest-scoring image token covers a pixel of the asked-about object) and the
-share of the map's mass on the object, for the holistic map; and the same two for the map of the one
+the pointing game (the highest-scoring image token covers a pixel of the asked-about object; also per question
+type) and the share of the map's mass on the object, for the holistic map; and the same two for the map of the one
 answer token that names the asked-for attribute (the colour of type 1, the shape of type 2, the first
 quadrant word of type 3), on correctly answered questions. Chance for the pointing game is the share
 of image tokens that touch the object.
@@ -59,12 +59,16 @@ def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[st
                                                                                          token=word)))
             row["word_energy"].append(np.nan if word is None else energy_in_mask(explanation, sample.mask, token=word))
         chance.append(pointing_chance(explanation.layouts[0], sample.mask))
+    qtypes = [s.qtype for s in samples]
     summary = {m: {"pointing": float(np.mean(v["pointing"])), "energy": float(np.mean(v["energy"])),
+                   "pointing_by_type": {q: _masked_mean(v["pointing"], [t == q for t in qtypes])
+                                        for q in SINGLE_OBJECT_TYPES if q in qtypes},
                    "pointing_when_correct": _masked_mean(v["pointing"], v["correct"]),
                    "answer_word_pointing": _nanmean(v["word_pointing"]),
                    "answer_word_energy": _nanmean(v["word_energy"])}
                for m, v in scores.items()}
-    return {"n_questions": len(samples), "n_correct": int(sum(next(iter(scores.values()))["correct"])), "seed": seed,
+    return {"n_questions": len(samples), "n_by_type": {q: qtypes.count(q) for q in SINGLE_OBJECT_TYPES if q in qtypes},
+            "n_correct": int(sum(next(iter(scores.values()))["correct"])), "seed": seed,
             "methods": summary, "chance_pointing": float(np.mean(chance)),
             "mask_share": float(np.mean([s.mask.mean() for s in samples]))}
 
