@@ -110,8 +110,14 @@ def _with(cfg: train.TrainConfig, **changes) -> train.TrainConfig:
 
 def test_frozen_tower_answer_stage_is_the_same_with_one_or_two_threads(tmp_path: Path) -> None:
     cfg = _with(TINY, freeze_tower=True, answer_steps=4)
-    one = _weights(train.train(tmp_path / "one", seed=3, cfg=_with(cfg, answer_threads=1)))
-    two = _weights(train.train(tmp_path / "two", seed=3, cfg=_with(cfg, answer_threads=2)))
+    original = torch.get_num_threads()
+    torch.set_num_threads(1)  # the run below ends on 2: the caller's setting must come back
+    try:
+        one = _weights(train.train(tmp_path / "one", seed=3, cfg=_with(cfg, answer_threads=1)))
+        two = _weights(train.train(tmp_path / "two", seed=3, cfg=_with(cfg, answer_threads=2)))
+        assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (1, False)
+    finally:
+        torch.set_num_threads(original)
     assert _same(one, two)
 
 

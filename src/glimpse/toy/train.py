@@ -316,6 +316,8 @@ def train(out_dir: str | Path, seed: int = 0, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Process-wide torch settings for the run, given back afterwards (training is also called as a library).
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     handler = logging.FileHandler(out / "train.log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -326,6 +328,8 @@ def train(out_dir: str | Path, seed: int = 0, cfg: TrainConfig | None = None,
     finally:
         log.removeHandler(handler)
         handler.close()
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Path:
