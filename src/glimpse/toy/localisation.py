@@ -60,14 +60,14 @@ def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[st
             row["word_energy"].append(np.nan if word is None else energy_in_mask(explanation, sample.mask, token=word))
         chance.append(pointing_chance(explanation.layouts[0], sample.mask))
     qtypes = [s.qtype for s in samples]
+    by_type = {q: qtypes.count(q) for q in SINGLE_OBJECT_TYPES if q in qtypes}
     summary = {m: {"pointing": float(np.mean(v["pointing"])), "energy": float(np.mean(v["energy"])),
-                   "pointing_by_type": {q: _masked_mean(v["pointing"], [t == q for t in qtypes])
-                                        for q in SINGLE_OBJECT_TYPES if q in qtypes},
+                   "pointing_by_type": {q: _masked_mean(v["pointing"], [t == q for t in qtypes]) for q in by_type},
                    "pointing_when_correct": _masked_mean(v["pointing"], v["correct"]),
                    "answer_word_pointing": _nanmean(v["word_pointing"]),
                    "answer_word_energy": _nanmean(v["word_energy"])}
                for m, v in scores.items()}
-    return {"n_questions": len(samples), "n_by_type": {q: qtypes.count(q) for q in SINGLE_OBJECT_TYPES if q in qtypes},
+    return {"n_questions": len(samples), "n_by_type": by_type,
             "n_correct": int(sum(next(iter(scores.values()))["correct"])), "seed": seed,
             "methods": summary, "chance_pointing": float(np.mean(chance)),
             "mask_share": float(np.mean([s.mask.mean() for s in samples]))}
