@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("freeze_tower", [True, False])
 def test_resume_equals_uninterrupted(tmp_path: Path, freeze_tower: bool) -> None:
-    cfg = train.TrainConfig(**{**TINY.__dict__, "freeze_tower": freeze_tower})
+    cfg = replace(TINY, freeze_tower=freeze_tower)
     full = _weights(train.train(tmp_path / "full", seed=2, cfg=cfg))
     # interrupt inside the dense stage, at the stage boundary and inside the answer stage
     for stop in (1, 1, 2):
@@ -85,8 +86,7 @@ def test_later_turns_ask_about_objects_no_earlier_turn_named() -> None:
 
 def test_frozen_tower_is_left_unchanged_and_initialised_from_a_folder(tmp_path: Path) -> None:
     donor = train.train(tmp_path / "donor", seed=1, cfg=TINY)
-    cfg = train.TrainConfig(**{**TINY.__dict__, "dense_steps": 0, "freeze_tower": True,
-                               "init_tower": str(donor)})
+    cfg = replace(TINY, dense_steps=0, freeze_tower=True, init_tower=str(donor))
     out = train.train(tmp_path / "frozen", seed=0, cfg=cfg)
     before, after = _weights(donor), _weights(out)
     tower = [k for k in before if k.startswith("vision_tower.")]
@@ -96,25 +96,21 @@ def test_frozen_tower_is_left_unchanged_and_initialised_from_a_folder(tmp_path: 
 
 def test_tower_stage_then_answer_stage_equals_one_run(tmp_path: Path) -> None:
     """The recipe can run as one command or as two (tower first, then the answer stage on that tower): same weights."""
-    cfg = train.TrainConfig(**{**TINY.__dict__, "freeze_tower": True})
+    cfg = replace(TINY, freeze_tower=True)
     whole = train.train(tmp_path / "whole", seed=0, cfg=cfg)
-    tower = train.train(tmp_path / "tower", seed=0, cfg=train.TrainConfig(**{**cfg.__dict__, "answer_steps": 0}))
+    tower = train.train(tmp_path / "tower", seed=0, cfg=replace(cfg, answer_steps=0))
     split = train.train(tmp_path / "answer", seed=0,
-                        cfg=train.TrainConfig(**{**cfg.__dict__, "dense_steps": 0, "init_tower": str(tower)}))
+                        cfg=replace(cfg, dense_steps=0, init_tower=str(tower)))
     assert _same(_weights(whole), _weights(split))
 
 
-def _with(cfg: train.TrainConfig, **changes) -> train.TrainConfig:
-    return train.TrainConfig(**{**cfg.__dict__, **changes})
-
-
 def test_frozen_tower_answer_stage_is_the_same_with_one_or_two_threads(tmp_path: Path) -> None:
-    cfg = _with(TINY, freeze_tower=True, answer_steps=4)
+    cfg = replace(TINY, freeze_tower=True, answer_steps=4)
     original = torch.get_num_threads()
     torch.set_num_threads(1)  # the run below ends on 2: the caller's setting must come back
     try:
-        one = _weights(train.train(tmp_path / "one", seed=3, cfg=_with(cfg, answer_threads=1)))
-        two = _weights(train.train(tmp_path / "two", seed=3, cfg=_with(cfg, answer_threads=2)))
+        one = _weights(train.train(tmp_path / "one", seed=3, cfg=replace(cfg, answer_threads=1)))
+        two = _weights(train.train(tmp_path / "two", seed=3, cfg=replace(cfg, answer_threads=2)))
         assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == (1, False)
     finally:
         torch.set_num_threads(original)
@@ -122,12 +118,12 @@ def test_frozen_tower_answer_stage_is_the_same_with_one_or_two_threads(tmp_path:
 
 
 def test_a_run_resumes_with_other_speed_settings_but_not_other_weight_settings(tmp_path: Path) -> None:
-    cfg = _with(TINY, freeze_tower=True, answer_threads=1, workers=1)
+    cfg = replace(TINY, freeze_tower=True, answer_threads=1, workers=1)
     full = _weights(train.train(tmp_path / "full", seed=4, cfg=cfg))
     train.train(tmp_path / "resumed", seed=4, cfg=cfg, stop_after=3)
-    faster = _with(cfg, answer_threads=2, workers=0, ckpt_every_s=60.0)
+    faster = replace(cfg, answer_threads=2, workers=0, ckpt_every_s=60.0)
     assert _same(full, _weights(train.train(tmp_path / "resumed", seed=4, cfg=faster)))
     train.train(tmp_path / "other", seed=4, cfg=cfg, stop_after=1)
-    for changed in (_with(cfg, lr=2e-3), _with(cfg, dense_threads=2)):
+    for changed in (replace(cfg, lr=2e-3), replace(cfg, dense_threads=2)):
         with pytest.raises(ValueError, match="another configuration"):
             train.train(tmp_path / "other", seed=4, cfg=changed)
