@@ -30,9 +30,9 @@ image_id = proc.tokenizer.convert_tokens_to_ids("<image>")
 # positions counted from the end of "<answer ids>": ... word . -> the word is predicted 3 from the end
 WORDS = {1: {"colour": 3}, 2: {"shape": 3}, 3: {"top/bottom": 4, "left/right": 3}}
 found = defaultdict(list)  # (type, word, correct) -> [layers x 2 x heads]
+heldout = world.make_dataset(3000, HELDOUT_SEED)
 for q in args.types:
-    samples = [s for s in world.make_dataset(3000, HELDOUT_SEED)
-               if s.qtype == q and len(s.objects) >= args.min_objects][:args.n]
+    samples = [s for s in heldout if s.qtype == q and len(s.objects) >= args.min_objects][:args.n]
     for s in samples:
         inp = proc(images=s.image, text=prompt(proc, s.question) + " " + s.answer, return_tensors="pt")
         with torch.no_grad():
