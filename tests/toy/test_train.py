@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from glimpse.toy import bench, train, world
-from glimpse.toy.model import Dims
+from glimpse.toy.model import Dims, prompt
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 TINY = train.TrainConfig(dims=Dims(vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                                    text_heads=2, text_mlp=64),
@@ -127,3 +128,24 @@ def test_a_run_resumes_with_other_speed_settings_but_not_other_weight_settings(t
     for changed in (replace(cfg, lr=2e-3), replace(cfg, dense_threads=2)):
         with pytest.raises(ValueError, match="another configuration"):
             train.train(tmp_path / "other", seed=4, cfg=changed)
+
+
+def test_a_deeper_model_grown_from_a_trained_one_answers_like_it_until_trained(tmp_path: Path) -> None:
+    donor = train.train(tmp_path / "donor", seed=1, cfg=TINY)
+    deeper = replace(TINY, dims=replace(TINY.dims, text_layers=2), dense_steps=0, init_model=str(donor))
+    start = _weights(train.train(tmp_path / "start", seed=0, cfg=replace(deeper, answer_steps=0)))
+    before = _weights(donor)
+    assert all(torch.equal(before[k], start[k]) for k in before)
+    new = [k for k in start if k.startswith("language_model.model.layers.1.")]
+    assert new and all(start[k].abs().sum() == 0 for k in new if k.endswith(("o_proj.weight", "down_proj.weight")))
+    model, processor = AutoModelForImageTextToText.from_pretrained(donor), AutoProcessor.from_pretrained(donor)
+    grown = AutoModelForImageTextToText.from_pretrained(tmp_path / "start" / "model")
+    sample = world.make_dataset(1, 9)[0]
+    inputs = processor(images=sample.image, text=prompt(processor, sample.question), return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, grown(**inputs).logits)
+    trained = _weights(train.train(tmp_path / "trained", seed=0, cfg=deeper))
+    assert any(not torch.equal(start[k], trained[k]) for k in new)
+    for other in (replace(deeper.dims, text_width=64), TINY.dims):  # another shape; not deeper
+        with pytest.raises(ValueError, match="fewer language layers"):
+            train.train(tmp_path / "other", seed=0, cfg=replace(deeper, dims=other))

@@ -63,6 +63,7 @@ class TrainConfig:
     aux_weight: float = 0.5  # dense loss kept during the answer stage (unused with freeze_tower)
     freeze_tower: bool = True  # answer stage: tower (and dense head) fixed; no tower backward, no aux loss
     init_tower: str = ""  # model folder whose vision tower replaces the fresh one (to iterate on the LM side)
+    init_model: str = ""  # model folder whose weights start the whole model (deeper language model: see grow)
     pooled_weight: float = 1.0
     warmup: int = 50
     weight_decay: float = 0.01
@@ -103,6 +104,25 @@ def init_positions(model: nn.Module) -> None:
     with torch.no_grad():
         emb.zero_()
         emb[1:, :4 * quarter] = torch.cat(code, dim=1)  # row 0 is the CLS token's
+
+
+def grow(model: nn.Module, trained: nn.Module) -> None:
+    """Load ``trained`` into ``model``, whose language model may have more layers: those start as no-ops (zero
+    attention and MLP output projections, so each adds nothing to the residual stream) and ``model`` answers
+    exactly as ``trained`` until training moves them."""
+    wrong = ValueError("init_model must be a model of the same configuration with fewer language layers")
+    try:
+        missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
+    except RuntimeError as error:  # a tensor of another shape
+        raise wrong from error
+    have = len(trained.model.language_model.layers)
+    fresh = tuple(f"model.language_model.layers.{i}." for i in range(have, len(model.model.language_model.layers)))
+    if unexpected or not fresh or any(not k.startswith(fresh) for k in missing):
+        raise wrong
+    with torch.no_grad():
+        for layer in model.model.language_model.layers[have:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
 
 
 def pixel_values(images: list) -> torch.Tensor:
@@ -338,6 +358,8 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
     if cfg.init_tower:
         tower = AutoModelForImageTextToText.from_pretrained(cfg.init_tower).model.vision_tower
         model.model.vision_tower.load_state_dict(tower.state_dict())
+    if cfg.init_model:
+        grow(model, AutoModelForImageTextToText.from_pretrained(cfg.init_model))
     torch.manual_seed(seed)
     head = DenseHead(cfg.dims.vision_width)
     ckpt_path = out / "ckpt.pt"
