@@ -98,7 +98,7 @@ def explain(
 
 
 def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
-    """The GLIMPSE flags the method accepts, plus every --set KEY=VALUE."""
+    """The GLIMPSE flags the method accepts, plus every KEY=VALUE of `pairs` (explain's --set)."""
     from .methods import list_methods
 
     cls = list_methods().get(method)
@@ -107,7 +107,7 @@ def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
-            fail(f"--set expects KEY=VALUE, got {pair!r}")
+            fail(f"a method option must be KEY=VALUE, got {pair!r}")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
@@ -195,15 +195,25 @@ def toy_bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),
     n: int = typer.Option(1000, min=1, help="Held-out scenes for accuracy."),
     n_localisation: int = typer.Option(200, min=0, help="Held-out scenes for localisation (0: skip)."),
-    methods: str = typer.Option("glimpse,raw_attention", help="Comma-separated methods to compare for localisation."),
+    methods: str = typer.Option(
+        "glimpse,glimpse:token_weighting=confidence,raw_attention",
+        help="Comma-separated methods to compare for localisation, each METHOD or METHOD:KEY=VALUE[:KEY=VALUE...] "
+             "with method options as in explain's --set."),
 ) -> None:
     """Held-out exact-match accuracy and localisation (pointing game, energy in mask) of a toy model."""
     import glimpse
 
+    from .methods import get_method
     from .toy.bench import HELDOUT_SEED, evaluate_accuracy
     from .toy.localisation import evaluate_localisation
 
     try:
+        variants = {}
+        for entry in (m.strip() for m in methods.split(",") if m.strip()):
+            name, *pairs = entry.split(":")
+            options = method_options(name, {}, pairs)
+            get_method(name, **options)  # a bad name or option fails before the slow part
+            variants[entry] = {"method": name, **options}
         quiet_transformers()
         loaded = glimpse.load(model, device="cpu")
         accuracy = evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)
@@ -211,24 +221,25 @@ def toy_bench(
         for qtype, value in sorted(accuracy["per_type"].items()):
             typer.echo(f"  type {qtype}: {value:.1%} (n={accuracy['count_per_type'][qtype]})")
         if n_localisation:
-            names = tuple(m.strip() for m in methods.split(",") if m.strip())
-            result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED, names)
+            result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED,
+                                           variants=variants)
             typer.echo(f"localisation on {result['n_questions']} type 1-3 questions of {n_localisation} scenes "
                        f"(explaining the model's own answers; {result['n_correct']} answered correctly):")
-            typer.echo(f"  {'':<16}{'holistic map':^40}{'answer-word token map (correct)':^34}")
-            typer.echo(f"  {'method':<16}{'pointing':>10}{'pointing|correct':>18}{'energy':>12}"
+            width = max(16, 2 + max(map(len, variants)))
+            typer.echo(f"  {'':<{width}}{'holistic map':^40}{'answer-word token map (correct)':^34}")
+            typer.echo(f"  {'method':<{width}}{'pointing':>10}{'pointing|correct':>18}{'energy':>12}"
                        f"{'pointing':>16}{'energy':>12}")
             for name, row in result["methods"].items():
-                typer.echo(f"  {name:<16}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}"
+                typer.echo(f"  {name:<{width}}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}"
                            f"{row['energy']:>12.1%}{row['answer_word_pointing']:>16.1%}"
                            f"{row['answer_word_energy']:>12.1%}")
             typer.echo(f"  chance: pointing {result['chance_pointing']:.1%}, "
                        f"energy {result['mask_share']:.1%} (the object's share of the image)")
             typer.echo("holistic-map pointing by question type (1 colour, 2 shape, 3 location):")
-            typer.echo(f"  {'method':<16}" + "".join(f"{f'type {q} (n={n})':>16}"
-                                                      for q, n in result["n_by_type"].items()))
+            typer.echo(f"  {'method':<{width}}" + "".join(f"{f'type {q} (n={n})':>16}"
+                                                          for q, n in result["n_by_type"].items()))
             for name, row in result["methods"].items():
-                typer.echo(f"  {name:<16}" + "".join(f"{v:>16.1%}" for v in row["pointing_by_type"].values()))
+                typer.echo(f"  {name:<{width}}" + "".join(f"{v:>16.1%}" for v in row["pointing_by_type"].values()))
     except GlimpseError as exc:
         fail(str(exc))
 

@@ -54,6 +54,18 @@ def test_toy_bench_prints_accuracy_and_localisation(tmp_path):
     assert "exact-match accuracy on 8 held-out scenes" in result.output
     assert "glimpse" in result.output and "raw_attention" in result.output and "chance" in result.output
     assert "holistic-map pointing by question type" in result.output and "type 1 (n=" in result.output
+    assert "glimpse:token_weighting=confidence" in result.output  # the paper's confidence-only ablation
+
+
+def test_toy_bench_compares_options_of_a_method_and_rejects_malformed_ones():
+    options = ["toy", "bench", "--n", "2", "--n-localisation", "3"]
+    result = CliRunner().invoke(app, options + ["--methods", "glimpse:token_weighting=uniform:exclude_sinks=true"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    assert sum(row[:1] == ["glimpse:token_weighting=uniform:exclude_sinks=true"] for row in rows) == 2  # both tables
+    for bad in ("glimpse:uniform", "glimpse:token_weighting=sideways", "no_such_method"):
+        result = CliRunner().invoke(app, options + ["--methods", bad])
+        assert result.exit_code == 2 and "Traceback" not in result.output, (bad, result.output)
 
 
 def test_shipped_model_explanations_are_finite():

@@ -72,8 +72,8 @@ class TrainConfig:
     # Compute threads per stage, plus ``workers`` data processes. The dense stage is data-bound (0.51 s/step with 1
     # thread, 0.44 with 2) and its tower backward is not bitwise the same across thread counts, so it keeps 1. The
     # frozen-tower answer stage gives bitwise the same weights with 1 and 2 threads (measured over 40 full-size
-    # steps; tested) and runs 1.56x faster with 2 (1.40 vs 2.18 s/step on an idle machine). Two threads slow down
-    # badly when another process takes a core: leave the machine to the run.
+    # steps; tested) and runs 1.56x faster with 2 (1.40 vs 2.18 s/step on an idle machine, 3 language layers). Two
+    # threads slow down badly when another process takes a core: leave the machine to the run.
     dense_threads: int = 1
     answer_threads: int = 2
     workers: int = 1
