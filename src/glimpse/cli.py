@@ -214,6 +214,8 @@ def toy_bench(
             options = method_options(name, {}, pairs)
             get_method(name, **options)  # a bad name or option fails before the slow part
             variants[entry] = {"method": name, **options}
+        if n_localisation and not variants:
+            fail("--methods names no method: give at least one, e.g. --methods glimpse")
         quiet_transformers()
         loaded = glimpse.load(model, device="cpu")
         accuracy = evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)

@@ -63,7 +63,7 @@ def test_toy_bench_compares_options_of_a_method_and_rejects_malformed_ones():
     assert result.exit_code == 0, result.output
     rows = [line.split() for line in result.output.splitlines()]
     assert sum(row[:1] == ["glimpse:token_weighting=uniform:exclude_sinks=true"] for row in rows) == 2  # both tables
-    for bad in ("glimpse:uniform", "glimpse:token_weighting=sideways", "no_such_method"):
+    for bad in ("glimpse:uniform", "glimpse:token_weighting=sideways", "no_such_method", ","):
         result = CliRunner().invoke(app, options + ["--methods", bad])
         assert result.exit_code == 2 and "Traceback" not in result.output, (bad, result.output)
 
