@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from glimpse.toy import bench, train, world
 from glimpse.toy.model import Dims, prompt
-from transformers import AutoModelForImageTextToText, AutoProcessor
 
 TINY = train.TrainConfig(dims=Dims(vision_width=32, vision_layers=1, vision_heads=2, text_width=32, text_layers=1,
                                    text_heads=2, text_mlp=64),
@@ -137,7 +137,8 @@ def test_a_deeper_model_grown_from_a_trained_one_answers_like_it_until_trained(t
     before = _weights(donor)
     assert all(torch.equal(before[k], start[k]) for k in before)
     new = [k for k in start if k.startswith("language_model.model.layers.1.")]
-    assert new and all(start[k].abs().sum() == 0 for k in new if k.endswith(("o_proj.weight", "down_proj.weight")))
+    outputs = [k for k in new if k.endswith(("o_proj.weight", "down_proj.weight"))]
+    assert len(outputs) == 2 and all(start[k].abs().sum() == 0 for k in outputs)
     model, processor = AutoModelForImageTextToText.from_pretrained(donor), AutoProcessor.from_pretrained(donor)
     grown = AutoModelForImageTextToText.from_pretrained(tmp_path / "start" / "model")
     sample = world.make_dataset(1, 9)[0]
