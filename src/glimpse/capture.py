@@ -17,14 +17,15 @@ it), and their gradient-weighted attention goes to the method's own cross-attent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
 
 from .errors import CaptureError
-from .models.layout import SequenceLayout
+from .layout import SequenceLayout
 
 CAPTURE_NAME = "glimpse_capture"
 # (attention [heads, N, N], its gradient or None, query row) -> the tensors a method keeps.
@@ -175,6 +176,21 @@ def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value
     output = torch.matmul(probs.to(value.dtype), value)
     _ACTIVE[-1].record(module, probs)
     return output.transpose(1, 2).contiguous(), probs
+
+
+@contextmanager
+def frozen(model: Any) -> Iterator[Any]:
+    """Evaluation mode with no parameter gradients for the duration (restored on exit): methods that
+    differentiate with respect to inputs only, or not at all."""
+    training, flags = model.training, [p.requires_grad for p in model.parameters()]
+    model.eval()
+    model.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(training)
 
 
 def language_layer_count(model: Any) -> int:

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from . import maps
 from .errors import GlimpseError
-from .models.layout import ImageLayout
+from .layout import ImageLayout
 
 SCHEMA_VERSION = 1
 ARRAYS = ("token_visual", "visual", "token_prompt", "prompt", "beta_visual", "beta_prompt", "gamma", "probs")

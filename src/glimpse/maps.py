@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models.layout import ImageLayout, ImageTile
+from .layout import ImageLayout, ImageTile
 
 
 def tile_grids(layout: ImageLayout, scores: np.ndarray) -> list[np.ndarray]:

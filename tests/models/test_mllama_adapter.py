@@ -17,7 +17,7 @@ from footprint import token_local_vision
 from glimpse.capture import Capture
 from glimpse.errors import MethodError
 from glimpse.methods.base import sink_positions
-from glimpse.models.layout import SEQUENCE, VISION_KEYS, ImageLayout
+from glimpse.layout import SEQUENCE, VISION_KEYS, ImageLayout
 from test_reference_match import assert_match
 from tiny_families_mllama import CROSS_LAYERS, build
 from tiny_models import rand_image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..explanation import Explanation
-from ..models.layout import ImageLayout
+from ..layout import ImageLayout
 
 
 def token_cells(layout: ImageLayout) -> list[tuple[int, int, int, int]]:

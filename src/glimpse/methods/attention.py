@@ -24,7 +24,7 @@ import torch
 
 from ..capture import Trace
 from ..errors import MethodError
-from ..models.layout import SequenceLayout
+from ..layout import SequenceLayout
 from .base import AttentionMethod, MethodResult, result_from_tokens
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 
-from ..capture import Capture, Reducer, Trace, language_layer_count
+from ..capture import Capture, Reducer, Trace, frozen, language_layer_count
 from ..errors import MethodError
 from ..models.base import Adapter
-from ..models.layout import SequenceLayout
+from ..layout import SequenceLayout
 
 
 @dataclass
@@ -153,21 +152,6 @@ def result_from_tokens(token_visual: torch.Tensor, token_prompt: torch.Tensor, l
         token_visual=token_visual.float(), token_prompt=token_prompt.float(),
         visual=weights @ token_visual.float(), prompt=weights @ token_prompt.float(),
         beta_visual=weights.clone(), beta_prompt=weights.clone(), gamma=weights * weights, layers=layers)
-
-
-@contextmanager
-def frozen(model: Any) -> Iterator[Any]:
-    """Evaluation mode with no parameter gradients for the duration (restored on exit): methods that
-    differentiate with respect to inputs only, or not at all."""
-    training, flags = model.training, [p.requires_grad for p in model.parameters()]
-    model.eval()
-    model.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags):
-            p.requires_grad_(flag)
-        model.train(training)
 
 
 def logits_kwargs(model: Any, n_answer: int) -> dict[str, int]:

@@ -21,7 +21,7 @@ import torch
 
 from ..capture import Trace, TokenTrace
 from ..errors import MethodError
-from ..models.layout import SequenceLayout
+from ..layout import SequenceLayout
 from .base import AttentionMethod, MethodResult
 
 EPS = 1e-12

@@ -33,8 +33,9 @@ import torch
 
 from ..errors import MethodError
 from ..models.base import Adapter
-from ..models.layout import SequenceLayout
-from .base import Method, MethodResult, answer_logits, frozen, result_from_tokens
+from ..layout import SequenceLayout
+from ..capture import frozen
+from .base import Method, MethodResult, answer_logits, result_from_tokens
 
 BASELINES = ("mean", "black")
 PROMPT_TOKENS = ("auto", "unk", "pad")

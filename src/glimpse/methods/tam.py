@@ -44,11 +44,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..capture import language_layer_count
+from ..capture import frozen, language_layer_count
 from ..errors import MethodError
 from ..models.base import Adapter
-from ..models.layout import SequenceLayout
-from .base import Method, MethodResult, answer_logits, frozen, result_from_tokens
+from ..layout import SequenceLayout
+from .base import Method, MethodResult, answer_logits, result_from_tokens
 
 
 class TokenActivationMap(Method):

@@ -10,7 +10,6 @@ from typing import Any
 
 from ..errors import UnsupportedModelError
 from .base import Adapter
-from .layout import ImageLayout, ImageTile, SequenceLayout
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter, LlavaOnevisionAdapter
 from .idefics3 import Idefics3Adapter
@@ -50,5 +49,5 @@ register_adapter(PaliGemmaAdapter)
 register_adapter(Gemma3Adapter)
 register_adapter(MllamaAdapter)
 
-__all__ = ["Adapter", "ImageLayout", "ImageTile", "SequenceLayout", "adapter_for", "register_adapter",
+__all__ = ["Adapter", "adapter_for", "register_adapter",
            "supported_architectures"]

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ..errors import AnswerError, CaptureError, ImageError, PromptError
-from .layout import SEQUENCE, ImageLayout, SequenceLayout
+from ..layout import SEQUENCE, ImageLayout, SequenceLayout
 
 # Which [channels, H, W] frame of pixel_values: its index along the leading axes, an int for 4-D
 # pixel_values ([frames, 3, H, W]), a tuple for 5-D ones (LLaVA-NeXT: (image, tile); Idefics3: (sample, frame)).

@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import CaptureError
 from .base import Adapter, PixelPatch, block_pairs, grid_patches, split_image_runs
-from .layout import Box, ImageLayout, ImageTile, SequenceLayout
+from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
 
 
 class Gemma3Adapter(Adapter):

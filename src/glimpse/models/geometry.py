@@ -11,7 +11,7 @@ from transformers.image_processing_utils import get_patch_output_size
 from transformers.image_transforms import get_resize_output_image_size
 from transformers.image_utils import ChannelDimension
 
-from .layout import Box
+from ..layout import Box
 
 
 def _get(size, key):

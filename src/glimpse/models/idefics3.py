@@ -21,7 +21,7 @@ from transformers import ProcessorMixin
 from ..errors import CaptureError
 from .base import Adapter, PixelPatch, grid_patches
 from .geometry import grid_boxes
-from .layout import ImageLayout, ImageTile, SequenceLayout
+from ..layout import ImageLayout, ImageTile, SequenceLayout
 
 
 class Idefics3Adapter(Adapter):

@@ -16,7 +16,7 @@ from PIL import Image
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from .base import Adapter, PixelPatch, grid_patches, split_image_runs
-from .layout import Box, ImageLayout, ImageTile, SequenceLayout
+from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:

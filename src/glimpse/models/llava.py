@@ -15,7 +15,7 @@ from PIL import Image
 from ..errors import CaptureError
 from .base import Adapter, PixelPatch, grid_patches
 from .geometry import pad_resize_crop_box
-from .layout import ImageLayout, ImageTile, SequenceLayout
+from ..layout import ImageLayout, ImageTile, SequenceLayout
 
 
 class LlavaAdapter(Adapter):

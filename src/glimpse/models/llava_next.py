@@ -31,7 +31,7 @@ from transformers.models.llava_next.modeling_llava_next import get_anyres_image_
 from ..errors import CaptureError
 from .base import Adapter, PixelPatch, grid_patches, split_image_runs
 from .geometry import fit_pad_box, pad_resize_crop_box, resized_shape, squash_box
-from .layout import Box, ImageLayout, ImageTile, SequenceLayout
+from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from transformers.models.mllama.image_processing_pil_mllama import (get_all_supp
 
 from ..errors import CaptureError
 from .base import Adapter, PixelPatch, grid_patches
-from .layout import VISION_KEYS, Box, ImageLayout, ImageTile, SequenceLayout
+from ..layout import VISION_KEYS, Box, ImageLayout, ImageTile, SequenceLayout
 
 
 class MllamaAdapter(Adapter):

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .base import block_pairs
-from .layout import SequenceLayout
+from ..layout import SequenceLayout
 from .llava import LlavaAdapter
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import CaptureError
 from .base import Adapter, split_image_runs
-from .layout import ImageLayout, ImageTile, SequenceLayout
+from ..layout import ImageLayout, ImageTile, SequenceLayout
 
 
 class QwenVLAdapter(Adapter):
