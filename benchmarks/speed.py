@@ -17,8 +17,15 @@ import time
 
 import torch
 from PIL import Image
-from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                          LlavaImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast)
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
 import glimpse
 

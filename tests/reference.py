@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import torch
 
 MODES = ("full", "confidence", "prompt", "uniform")
@@ -269,6 +270,7 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
         "alpha": alpha_all,
         "head_weights": head_w_all,
         "beta_visual": beta_visual,
+        "token_weights": beta_visual,  # the result's name for beta^V: the holistic image map's token weights
         "beta_prompt": beta_prompt,
         "gamma": gamma,
         "probs": probs,
@@ -279,3 +281,50 @@ def reference_glimpse(model, inputs: dict, answer_positions: list[int], image_po
         "prompt": prompt,
         "layers": torch.tensor(layers, dtype=torch.long),
     }
+
+
+def named_like_reference(explanation) -> dict:
+    """The explanation's arrays under the reference's (the paper's) names: the core arrays, GLIMPSE's
+    beta^V as `beta_visual` (the result's `token_weights`) and the method's own section (alpha, gamma, ...)."""
+    core = ("token_visual", "token_prompt", "visual", "prompt", "probs", "token_weights")
+    return {**{name: getattr(explanation, name) for name in core}, "beta_visual": explanation.token_weights,
+            **explanation.details}
+
+
+# ----------------------------------------------------------------------------------------------- comparisons
+
+def assert_match(ours: np.ndarray, ref: torch.Tensor, name: str, atol: float = 1e-6) -> None:
+    """Close values (rtol 2e-3, `atol` relative to the reference's largest magnitude) and Pearson r >= 0.9999."""
+    ref = ref.detach().numpy().astype(np.float64)
+    ours = np.asarray(ours, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
+    assert np.allclose(ours, ref, rtol=2e-3, atol=atol * max(1.0, np.abs(ref).max())), f"{name} differs"
+    flat_ours, flat_ref = ours.ravel(), ref.ravel()
+    if flat_ref.size >= 3 and flat_ref.std() > 1e-9 * max(1.0, np.abs(flat_ref).max()):
+        r = np.corrcoef(flat_ours, flat_ref)[0, 1]
+        assert r >= 0.9999, f"{name}: Pearson r = {r:.6f}"
+
+
+def independent_positions(processor, ids: list[int], question: str) -> tuple[list[int], list[int]]:
+    tok = processor.tokenizer
+    image = [i for i, t in enumerate(ids) if t == tok.image_token_id]
+    q_ids = tok.encode(question, add_special_tokens=False)
+    for start in range(len(ids) - len(q_ids), -1, -1):
+        if ids[start:start + len(q_ids)] == q_ids:
+            return image, list(range(start, start + len(q_ids)))
+    raise AssertionError("question not found in the prompt ids")
+
+
+def reference_inputs(processor, explanation, question):
+    """The explanation's teacher-forced inputs rebuilt from the processor, with Y, V and P found independently."""
+    image = explanation.images[0]
+    prompt_text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
+        add_generation_prompt=True)
+    enc = dict(processor(images=image, text=prompt_text, return_tensors="pt"))
+    prompt_ids = enc["input_ids"][0].tolist()
+    ids = torch.tensor([prompt_ids + explanation.answer_token_ids])
+    inputs = dict(enc, input_ids=ids, attention_mask=torch.ones_like(ids))
+    V, P = independent_positions(processor, prompt_ids, question)
+    Y = list(range(len(prompt_ids), ids.shape[1]))
+    return inputs, Y, V, P

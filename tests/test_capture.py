@@ -4,28 +4,19 @@ import copy
 
 import pytest
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 import glimpse
+from capture_checks import leftover_registrations, model_state
 from glimpse import capture as capture_module
-from glimpse.capture import CAPTURE_NAME, Capture
+from glimpse.capture import CAPTURE_PREFIX, Capture
 from tiny_models import build_tiny_llava, rand_image
 
 QUESTION = "what color is the object?"
 
 
-def model_state(model):
-    return (model.config.text_config._attn_implementation, model.config.vision_config._attn_implementation,
-            model.training, [p.requires_grad for p in model.parameters()],
-            len(model.get_input_embeddings()._forward_hooks))
-
-
 def assert_released(model, before):
     assert model_state(model) == before
-    assert CAPTURE_NAME not in AttentionInterface._global_mapping
-    assert CAPTURE_NAME not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
-    assert not capture_module._ACTIVE
+    assert leftover_registrations() == []
 
 
 def test_explain_leaves_model_as_it_was(tiny_llava):
@@ -50,7 +41,8 @@ def test_released_when_an_exception_is_raised_inside(tiny_llava):
     layout = adapter.layout(inputs, [image], text, QUESTION, 2)
     with pytest.raises(RuntimeError, match="boom"):
         with Capture(model, "text_config", explode) as cap:
-            assert model.config.text_config._attn_implementation == CAPTURE_NAME
+            assert model.config.text_config._attn_implementation == cap.name
+            assert cap.name.startswith(CAPTURE_PREFIX)
             # The vision tower keeps its own attention implementation.
             assert model.config.vision_config._attn_implementation == before[1]
             cap.run(inputs, layout)

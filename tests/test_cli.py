@@ -126,3 +126,52 @@ def test_bad_set_option(tiny_llava_dir, workdir):
     result = run("explain", "-m", str(tiny_llava_dir), "-i", "img.png", "-p", QUESTION, "--set", "novalue",
                  "-o", "bad2", cwd=workdir)
     assert result.returncode == 2 and "KEY=VALUE" in result.stderr
+
+
+def test_an_option_the_method_does_not_take_is_refused_before_loading(workdir):
+    result = run("explain", "-m", "no/such-model", "-i", "img.png", "-p", QUESTION, "--method", "rollout",
+                 "--head-lambda", "2", "-o", "bad3", cwd=workdir)
+    assert result.returncode == 2 and "--head-lambda is not an option of method 'rollout'" in result.stderr
+    result = run("explain", "-m", "no/such-model", "-i", "img.png", "-p", QUESTION, "--method", "rollout",
+                 "--set", "layer=2", "-o", "bad4", cwd=workdir)
+    assert result.returncode == 2 and "'rollout' does not take 'layer'" in result.stderr
+
+
+def test_methods_lists_every_option_with_its_declared_default(workdir):
+    from glimpse.methods import list_methods, option_defaults
+
+    result = run("methods", cwd=workdir)
+    for name, cls in list_methods().items():
+        assert f"\n{name}" in "\n" + result.stdout
+        for option, default in option_defaults(cls).items():
+            assert f"--set {option}={json.dumps(default)}: {cls.options[option]}" in result.stdout
+
+
+def test_help_answers_without_importing_torch(workdir):
+    code = ("import sys; from typer.testing import CliRunner; from glimpse.cli import app; import glimpse; "
+            "out = CliRunner().invoke(app, ['--help']); "
+            "print(out.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=workdir)
+    assert done.stdout.split() == ["0", "False", "False"], done.stderr
+
+
+def test_toy_train_offers_every_recipe_setting_as_a_flag(workdir):
+    from glimpse.toy.recipe import knobs
+
+    result = run("toy", "train", "--help", cwd=workdir)
+    assert result.returncode == 0
+    for name in knobs():
+        assert f"--{name.replace('_', '-')}" in result.stdout
+
+
+def test_toy_train_flags_reach_the_recipe(workdir, monkeypatch, tmp_path):
+    import glimpse.toy.train as toy_train
+
+    seen = {}
+    monkeypatch.setattr(toy_train, "train", lambda out, seed, cfg: seen.update(out=out, seed=seed, cfg=cfg) or out)
+    result = run("toy", "train", "--out", str(tmp_path / "r"), "--seed", "3", "--answer-steps", "7",
+                 "--text-layers", "2", "--no-bf16", "--init-tower", "x/model", cwd=workdir)
+    assert result.returncode == 0, result.stdout
+    cfg = seen["cfg"]
+    assert seen["seed"] == 3 and cfg.answer_steps == 7 and cfg.dims.text_layers == 2 and cfg.bf16 is False
+    assert cfg.init_tower == "x/model" and cfg.dense_steps == toy_train.TrainConfig().dense_steps

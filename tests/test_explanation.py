@@ -1,11 +1,14 @@
 """The result object: exact save/load, maps on the original image, PNG and standalone HTML."""
 
+import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.numpy import load_file
 
 import glimpse
 from glimpse import Explanation, maps
@@ -27,6 +30,9 @@ def test_save_load_round_trip_is_exact(explanation, tmp_path):
         other = getattr(loaded, name)
         if isinstance(value, np.ndarray):
             assert value.dtype == other.dtype and np.array_equal(value, other), name
+        elif name == "details":
+            assert value.keys() == other.keys() == {"alpha", "head_weights", "beta_prompt", "gamma"}
+            assert all(np.array_equal(value[k], other[k]) for k in value)
         elif name == "images":
             assert [np.asarray(a).tolist() == np.asarray(b).tolist() for a, b in zip(value, other)] == [True]
         else:
@@ -44,7 +50,9 @@ def test_fields_and_shapes(explanation):
     T = len(explanation.answer_token_ids)
     assert explanation.answer_tokens == [" a", " red", " circle"] and T == 3
     assert explanation.token_visual.shape == (T, 16) and explanation.visual.shape == (16,)
-    assert explanation.token_prompt.shape[0] == T and explanation.alpha.shape == (T, 2)
+    assert explanation.token_prompt.shape[0] == T and explanation.details["alpha"].shape == (T, 2)
+    assert explanation.token_weights.shape == explanation.probs.shape == explanation.ranking.shape == (T,)
+    assert explanation.details["head_weights"].shape == (T, 2, 4) and explanation.explained == "logit"
     assert explanation.visual_map(resolution="grid").shape == (4, 4)
     assert explanation.visual_map().shape == (60, 90)
     assert explanation.visual_map(token=1).shape == (60, 90)
@@ -118,3 +126,66 @@ def test_figure_for_a_paper(explanation, tmp_path):
     fig.savefig(tmp_path / "fig.png", dpi=80)
     assert (tmp_path / "fig.pdf").stat().st_size > 1000
     assert len(explanation.figure(tokens=[0]).axes) == 3
+
+
+def test_figures_leave_pyplot_and_the_backend_alone(explanation):
+    import matplotlib
+    from matplotlib import pyplot as plt
+
+    backend, open_figures = matplotlib.get_backend(), plt.get_fignums()
+    for _ in range(5):
+        fig = explanation.figure(top=1)
+    assert plt.get_fignums() == open_figures and matplotlib.get_backend() == backend
+    assert fig.axes[2].get_title().endswith(f"(token {explanation.top_tokens(1)[0]})")
+
+
+def test_report_shows_a_method_section_only_where_the_method_has_one(tiny_llava):
+    model, processor = tiny_llava
+    image = rand_image(90, 60, seed=3)
+    reports = {name: glimpse.explain(model, processor, image, QUESTION, answer=" a red circle", method=name).to_html()
+               for name in ("glimpse", "raw_attention")}
+    assert "<th>gamma</th>" in reports["glimpse"] and "<th>beta_prompt</th>" in reports["glimpse"]
+    assert "glimpse values" in reports["glimpse"] and "head_weights" in reports["glimpse"]
+    for word in ("gamma", "beta", "alpha", "head_weights", "raw_attention values"):
+        assert word not in reports["raw_attention"]
+    assert "attention pattern" in reports["raw_attention"] and "raw logits" in reports["glimpse"]
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name,method", [("glimpse", "glimpse"), ("raw-attention", "raw_attention")])
+def test_version_1_folders_written_by_the_first_release_still_load(name, method, tmp_path):
+    folder = FIXTURES / f"explanation-v1-{name}"
+    assert json.loads((folder / "explanation.json").read_text())["schema_version"] == 1
+    stored = load_file(str(folder / "arrays.safetensors"))
+    old = Explanation.load(folder)
+    assert old.method == method and old.answer_tokens == [" a", " red", " circle"]
+    for core in ("token_visual", "visual", "token_prompt", "prompt", "probs"):
+        np.testing.assert_array_equal(getattr(old, core), stored[core])
+    np.testing.assert_array_equal(old.token_weights, stored["beta_visual"])
+    if method == "glimpse":
+        assert set(old.details) == {"alpha", "beta_prompt", "gamma"} and old.explained == "logit"
+        np.testing.assert_array_equal(old.ranking, stored["gamma"])
+    else:  # a baseline's beta_prompt and gamma were invented in version 1: dropped
+        assert old.details == {} and old.explained == "attention"
+    assert "schema version 1" in old.notes[0]
+    assert old.visual_map().shape == (30, 40) and "<table>" in old.to_html()
+    old.save(tmp_path / "v2")
+    again = Explanation.load(tmp_path / "v2")
+    assert json.loads((tmp_path / "v2" / "explanation.json").read_text())["schema_version"] == 2
+    np.testing.assert_array_equal(again.ranking, old.ranking)
+    assert again.details.keys() == old.details.keys() and again.notes == old.notes
+
+
+def test_a_damaged_folder_is_one_clear_error(explanation, tmp_path):
+    explanation.save(tmp_path / "e", figures=False)
+    doc = json.loads((tmp_path / "e" / "explanation.json").read_text())
+    del doc["answer_tokens"]
+    (tmp_path / "e" / "explanation.json").write_text(json.dumps(doc))
+    with pytest.raises(glimpse.GlimpseError, match="damaged explanation"):
+        Explanation.load(tmp_path / "e")
+    doc["schema_version"] = 3
+    (tmp_path / "e" / "explanation.json").write_text(json.dumps(doc))
+    with pytest.raises(glimpse.GlimpseError, match="schema version 1 to 2"):
+        Explanation.load(tmp_path / "e")

@@ -9,9 +9,10 @@ bfloat16) for two families, so its logic is exercised everywhere.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest

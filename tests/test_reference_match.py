@@ -4,61 +4,22 @@ Positions V and P are computed here independently of the library (from the proce
 every map and weight must match: Pearson r >= 0.9999 and close values, in float32.
 """
 
-import numpy as np
 import pytest
-import torch
 
 import glimpse
-from reference import reference_glimpse
+from reference import assert_match, named_like_reference, reference_glimpse, reference_inputs
 from tiny_models import build_tiny_llava, rand_image
 
 QUESTIONS = ["what color is the object?", "Describe the image.",
              "Is there a red circle on the left of the image, and what is next to it?"]
 
 
-def assert_match(ours: np.ndarray, ref: torch.Tensor, name: str, atol: float = 1e-6) -> None:
-    """Close values (rtol 2e-3, `atol` relative to the reference's largest magnitude) and Pearson r >= 0.9999."""
-    ref = ref.detach().numpy().astype(np.float64)
-    ours = np.asarray(ours, dtype=np.float64)
-    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
-    assert np.allclose(ours, ref, rtol=2e-3, atol=atol * max(1.0, np.abs(ref).max())), f"{name} differs"
-    flat_ours, flat_ref = ours.ravel(), ref.ravel()
-    if flat_ref.size >= 3 and flat_ref.std() > 1e-9 * max(1.0, np.abs(flat_ref).max()):
-        r = np.corrcoef(flat_ours, flat_ref)[0, 1]
-        assert r >= 0.9999, f"{name}: Pearson r = {r:.6f}"
-
-
-def independent_positions(processor, ids: list[int], question: str) -> tuple[list[int], list[int]]:
-    tok = processor.tokenizer
-    image = [i for i, t in enumerate(ids) if t == tok.image_token_id]
-    q_ids = tok.encode(question, add_special_tokens=False)
-    for start in range(len(ids) - len(q_ids), -1, -1):
-        if ids[start:start + len(q_ids)] == q_ids:
-            return image, list(range(start, start + len(q_ids)))
-    raise AssertionError("question not found in the prompt ids")
-
-
-def reference_inputs(processor, explanation, question):
-    """The explanation's teacher-forced inputs rebuilt from the processor, with Y, V and P found independently."""
-    image = explanation.images[0]
-    prompt_text = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
-        add_generation_prompt=True)
-    enc = dict(processor(images=image, text=prompt_text, return_tensors="pt"))
-    prompt_ids = enc["input_ids"][0].tolist()
-    ids = torch.tensor([prompt_ids + explanation.answer_token_ids])
-    inputs = dict(enc, input_ids=ids, attention_mask=torch.ones_like(ids))
-    V, P = independent_positions(processor, prompt_ids, question)
-    Y = list(range(len(prompt_ids), ids.shape[1]))
-    return inputs, Y, V, P
-
-
 def check_against_reference(model, processor, explanation, question, **options):
     inputs, Y, V, P = reference_inputs(processor, explanation, question)
     ref = reference_glimpse(model, inputs, Y, V, P, **options)
     for name in ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma",
-                 "probs", "alpha"):
-        assert_match(getattr(explanation, name), ref[name], name)
+                 "probs", "alpha", "head_weights"):
+        assert_match(named_like_reference(explanation)[name], ref[name], name)
     assert explanation.layers == ref["layers"].tolist()
 
 

@@ -3,11 +3,18 @@ wrong type 1-2 answers name another object's attribute.
 
     python benchmarks/toy_diagnostics/answer_errors.py MODEL_FOLDER [N]
 """
-import sys, collections, torch, numpy as np
+import collections
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from transformers import AutoModelForImageTextToText, AutoProcessor
+
 from glimpse.toy import world
 from glimpse.toy.bench import HELDOUT_SEED, generate_answers
+
 folder = sys.argv[1]; n = int(sys.argv[2]) if len(sys.argv) > 2 else 400
 proc = AutoProcessor.from_pretrained(folder); model = AutoModelForImageTextToText.from_pretrained(folder)
 samples = world.make_dataset(n, HELDOUT_SEED)

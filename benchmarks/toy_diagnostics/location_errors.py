@@ -4,11 +4,17 @@ asked-about object's colour or shape (then only the conjunction of both words se
 
     python benchmarks/toy_diagnostics/location_errors.py MODEL_FOLDER
 """
-import sys, torch, numpy as np
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from transformers import AutoModelForImageTextToText, AutoProcessor
+
 from glimpse.toy import world
 from glimpse.toy.bench import HELDOUT_SEED, generate_answers
+
 folder = sys.argv[1]
 proc = AutoProcessor.from_pretrained(folder)
 model = AutoModelForImageTextToText.from_pretrained(folder)

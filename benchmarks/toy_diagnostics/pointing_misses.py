@@ -4,12 +4,18 @@ and how close the best token on the object came (its score over the map's maximu
 
     python benchmarks/toy_diagnostics/pointing_misses.py MODEL_FOLDER [N_SCENES] [METHOD]
 """
-import sys, collections, numpy as np, torch
+import collections
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 import glimpse
+from glimpse.eval.metrics import token_cells, touches
 from glimpse.toy import world
 from glimpse.toy.bench import HELDOUT_SEED
-from glimpse.eval.metrics import token_cells, touches
+
 model, processor = glimpse.load(sys.argv[1], device="cpu")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
 method = sys.argv[3] if len(sys.argv) > 3 else "glimpse"

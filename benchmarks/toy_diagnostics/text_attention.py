@@ -3,11 +3,17 @@
 
     python benchmarks/toy_diagnostics/text_attention.py MODEL_FOLDER QTYPE
 """
-import sys, torch, numpy as np
+import sys
+
+import numpy as np
+import torch
+
 torch.set_num_threads(1)
 from transformers import AutoModelForImageTextToText, AutoProcessor
+
 from glimpse.toy import world
 from glimpse.toy.model import prompt
+
 folder, qtype = sys.argv[1], int(sys.argv[2])
 proc = AutoProcessor.from_pretrained(folder)
 m = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager").eval()

@@ -1,17 +1,57 @@
-"""glimpse: explain what a generative vision-language model looked at when it answered."""
+"""glimpse: explain what a generative vision-language model looked at when it answered.
+
+The package is lazy (PEP 562): `import glimpse` loads neither torch nor transformers; the first
+use of a name that needs them (`glimpse.load`, `glimpse.explain`, ...) imports its module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import (
+    AnswerError,
+    CaptureError,
+    CostWarning,
+    DomainWarning,
+    FallbackWarning,
+    GlimpseError,
+    GlimpseWarning,
+    ImageError,
+    MethodError,
+    ModelLoadError,
+    OptionError,
+    PromptError,
+    TrainingError,
+    UnsupportedModelError,
+)
 
 __version__ = "0.1.0"
 
-from .errors import (AnswerError, CaptureError, GlimpseError, ImageError, MethodError,  # noqa: E402
-                     ModelLoadError, PromptError, UnsupportedModelError)
-from .explain import explain  # noqa: E402
-from .explanation import Explanation  # noqa: E402
-from .loading import load  # noqa: E402
-from .methods import get_method, list_methods, register_method  # noqa: E402
-from .models import adapter_for, register_adapter, supported_architectures  # noqa: E402
+# Public name -> the module that defines it, imported on first access.
+_LAZY = {
+    "explain": "pipeline", "Explanation": "explanation", "load": "loading",
+    "get_method": "methods", "list_methods": "methods", "register_method": "methods",
+    "adapter_for": "models", "register_adapter": "models", "unregister_adapter": "models", "supported_architectures": "models",
+    "ImageLayout": "layout", "ImageTile": "layout", "SequenceLayout": "layout",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'glimpse' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
-    "AnswerError", "CaptureError", "Explanation", "GlimpseError", "ImageError", "MethodError", "ModelLoadError",
-    "PromptError", "UnsupportedModelError", "adapter_for", "explain", "get_method", "list_methods", "load",
-    "register_adapter", "register_method", "supported_architectures", "__version__",
+    "AnswerError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
+    "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError", "ModelLoadError", "OptionError",
+    "PromptError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain", "get_method",
+    "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter", "__version__",
 ]

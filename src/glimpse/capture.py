@@ -1,11 +1,14 @@
 """Teacher-forced capture of language-model attention and its per-token gradients.
 
-`Capture` swaps the language model's attention for `capture_attention`, registered through
-transformers' attention interface: it computes the attention probabilities explicitly (with an
-explicit causal and padding mask) whatever implementation the model was loaded with, while the
-vision tower keeps its own attention. During the backward pass of each answer token, a tensor hook
-hands every layer's attention and gradient to the method's `reduce_layer` as soon as the gradient
-reaches that layer, so only the reduced form outlives the layer's backward step.
+Each `Capture` swaps the language model's attention for an attention function of its own (a
+closure over that capture's recorder), registered with transformers' attention interfaces under a
+name unique to the capture and removed on exit. Nothing is shared between captures, so captures of
+different models on different threads never record into each other. The function computes the
+attention probabilities explicitly (with an explicit causal and padding mask) whatever
+implementation the model was loaded with, while the vision tower keeps its own attention. During
+the backward pass of each answer token, a tensor hook hands every layer's attention and gradient to
+the method's `reduce_layer` as soon as the gradient reaches that layer, so only the reduced form
+outlives the layer's backward step.
 
 Cross-attention layers (declared by the adapter: Mllama's, where text queries attend to vision
 tokens) are recorded and reduced apart from self-attention: their keys are not sequence positions,
@@ -16,18 +19,21 @@ it), and their gradient-weighted attention goes to the method's own cross-attent
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .errors import CaptureError
 from .layout import SequenceLayout
 
-CAPTURE_NAME = "glimpse_capture"
+# Every capture's attention implementation is named CAPTURE_PREFIX + "_" + a fresh uuid.
+CAPTURE_PREFIX = "glimpse_capture"
 # (attention [heads, N, N], its gradient or None, query row) -> the tensors a method keeps.
 # For a cross-attention layer the attention and gradient are [heads, N, K] (K vision keys).
 Reducer = Callable[[torch.Tensor, "torch.Tensor | None", int], dict[str, torch.Tensor]]
@@ -40,7 +46,6 @@ class TokenTrace:
     position: int
     token_id: int
     prob: float
-    logit: float
     layers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
 
     @property
@@ -57,7 +62,6 @@ class Trace:
 
     tokens: list[TokenTrace]
     n_layers: int
-    n_heads: int
     shared: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
     layers: list[int] = field(default_factory=list)
     # The entries of `layers` that are cross-attention layers (reduced by the cross-attention reducer).
@@ -133,9 +137,6 @@ def _check_prefix_only(bidirectional: torch.Tensor, layout: SequenceLayout) -> N
                            "only the prompt may attend bidirectionally")
 
 
-_ACTIVE: list[_Recorder] = []
-
-
 def _repeat_kv(states: torch.Tensor, groups: int) -> torch.Tensor:
     if groups == 1:
         return states
@@ -151,31 +152,74 @@ def _causal_mask(q_len: int, k_len: int, dtype: torch.dtype, device: torch.devic
     return mask.masked_fill(k_pos > q_pos, torch.finfo(dtype).min)[None, None]
 
 
-def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                      attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                      **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention with explicit probabilities, recorded for glimpse (dropout is never applied)."""
-    if not _ACTIVE:
-        raise CaptureError("glimpse's capture attention was called outside a capture")
-    groups = query.shape[1] // key.shape[1]
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
+AttentionFunction = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def attention_for(recorder: _Recorder, owned: frozenset[int]) -> AttentionFunction:
+    """Attention with explicit probabilities, recorded into `recorder` (dropout is never applied).
+    `owned` holds the ids of the captured model's modules: the function is registered globally under
+    its own name, and a call from any other model's module is refused rather than recorded."""
+
+    def capture_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                          **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if id(module) not in owned:
+            raise CaptureError(f"glimpse's capture attention was called by a {type(module).__name__} outside the "
+                               "model being captured")
+        probs = _probabilities(module, query, key, attention_mask, scaling, kwargs.get("softcap"),
+                               recorder.is_cross(module))
+        output = torch.matmul(probs.to(value.dtype), _repeat_kv(value, query.shape[1] // value.shape[1]))
+        recorder.record(module, probs)
+        return output.transpose(1, 2).contiguous(), probs
+
+    return capture_attention
+
+
+def _probabilities(module: Any, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
+                   scaling: float | None, softcap: float | None, cross: bool) -> torch.Tensor:
+    key = _repeat_kv(key, query.shape[1] // key.shape[1])
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)).float() * scaling
-    softcap = kwargs.get("softcap")
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is None:
         # A cross-attention layer without a mask attends to every vision key, as eager would.
-        if getattr(module, "is_causal", True) and not _ACTIVE[-1].is_cross(module):
+        if getattr(module, "is_causal", True) and not cross:
             scores = scores + _causal_mask(scores.shape[-2], scores.shape[-1], scores.dtype, scores.device)
     elif attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask[..., : key.shape[-2]], torch.finfo(scores.dtype).min)
     else:
         scores = scores + attention_mask[..., : key.shape[-2]].float()
-    probs = torch.softmax(scores, dim=-1)
-    output = torch.matmul(probs.to(value.dtype), value)
-    _ACTIVE[-1].record(module, probs)
-    return output.transpose(1, 2).contiguous(), probs
+    return torch.softmax(scores, dim=-1)
+
+
+@contextmanager
+def registered(name: str, function: AttentionFunction) -> Iterator[str]:
+    """`function` (with eager's mask) is the attention implementation `name` for the duration.
+
+    The attention function goes into the shared `ALL_ATTENTION_FUNCTIONS` instance through its
+    public mapping interface (item assignment and `del`): that instance is what
+    `set_attn_implementation` validates names against and what attention modules look functions up
+    in at forward time. (`AttentionInterface.register` would write the class-level mapping instead,
+    which has no public removal.) A model file declaring its own `AttentionInterface()` would not
+    see it; no vision-language family glimpse supports does.
+
+    The mask function must go into the class-level mapping: mask creation looks it up by the
+    attention implementation's name but first checks that name against
+    `AttentionMaskInterface._global_mapping` itself (skipping the mask when absent), so only the
+    public classmethod `register` works. transformers offers no public removal from that mapping
+    (`del` on an instance only drops instance-local entries), so the exit pops exactly the one key
+    this capture added: the narrowest operation that undoes `register`.
+    """
+    ALL_ATTENTION_FUNCTIONS[name] = function
+    try:
+        AttentionMaskInterface.register(name, eager_mask)
+        try:
+            yield name
+        finally:
+            AttentionMaskInterface._global_mapping.pop(name, None)
+    finally:
+        del ALL_ATTENTION_FUNCTIONS[name]
 
 
 @contextmanager
@@ -213,53 +257,45 @@ class Capture:
         self.recorder = _Recorder(reduce_layer, None if layers is None else set(layers), bidirectional,
                                   frozenset(cross_layers), reduce_cross)
         self.layers = layers
-        self._saved: dict[str, Any] = {}
-        self._hook = None
+        self.name = f"{CAPTURE_PREFIX}_{uuid.uuid4().hex}"
+        self._stack: ExitStack | None = None
 
-    def __enter__(self) -> "Capture":
-        AttentionInterface.register(CAPTURE_NAME, capture_attention)
-        AttentionMaskInterface.register(CAPTURE_NAME, eager_mask)
-        model = self.model
-        sub = getattr(model.config, self.text_config_key, None)
-        self._saved = {
-            "impl": (sub if sub is not None else model.config)._attn_implementation,
-            "training": model.training,
-            "grad": [p.requires_grad for p in model.parameters()],
-        }
-        _ACTIVE.append(self.recorder)
+    def __enter__(self) -> Capture:
+        if self._stack is not None:
+            raise RuntimeError("a Capture cannot be entered twice")
+        stack = self._stack = ExitStack()
         try:
-            model.eval()
-            for p in model.parameters():
-                p.requires_grad_(False)
-            # Gradients must reach the attention even when no parameter requires them.
-            self._hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
-            model.set_attn_implementation(self._impl(CAPTURE_NAME))
+            self._enter(stack)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
+    def _enter(self, stack: ExitStack) -> None:
+        # Undone in reverse on exit: implementation, hook, flags and mode, registration, recorded attention.
+        model = self.model
+        stack.callback(self.recorder.attn.clear)
+        owned = frozenset(id(module) for module in model.modules())
+        stack.enter_context(registered(self.name, attention_for(self.recorder, owned)))
+        stack.enter_context(frozen(model))
+        # Gradients must reach the attention even when no parameter requires them.
+        hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+        stack.callback(hook.remove)
+        # The restore is queued first: a switch that fails half-way (one sub-model set, another not) is undone too.
+        stack.callback(model.set_attn_implementation, self._impl(self._text_config()._attn_implementation))
+        model.set_attn_implementation(self._impl(self.name))
+
+    def _text_config(self) -> Any:
+        sub = getattr(self.model.config, self.text_config_key, None)
+        return sub if sub is not None else self.model.config
+
     def _impl(self, name: str) -> Any:
         return {self.text_config_key: name} if getattr(self.model.config, self.text_config_key, None) is not None else name
 
-    def __exit__(self, *exc: Any) -> None:
-        model = self.model
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-        if self._saved:
-            if self._saved["impl"] != CAPTURE_NAME:
-                model.set_attn_implementation(self._impl(self._saved["impl"]))
-            for p, flag in zip(model.parameters(), self._saved["grad"]):
-                p.requires_grad_(flag)
-            model.train(self._saved["training"])
-            self._saved = {}
-        if self.recorder in _ACTIVE:
-            _ACTIVE.remove(self.recorder)
-        if not _ACTIVE:
-            AttentionInterface._global_mapping.pop(CAPTURE_NAME, None)
-            ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.pop(CAPTURE_NAME, None)
-        self.recorder.attn.clear()
+    def __exit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
 
     def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, gradients: str = "per_token") -> Trace:
         """One forward pass over prompt + answer, then the backward passes `gradients` asks for:
@@ -282,7 +318,7 @@ class Capture:
         ids = inputs["input_ids"][0]
         rows = [logits[pos - 1] for pos in layout.answer]
         targets = [int(ids[pos]) for pos in layout.answer]
-        tokens = [TokenTrace(pos, y, float(torch.softmax(row.detach().float(), -1)[y]), float(row[y].detach()))
+        tokens = [TokenTrace(pos, y, float(torch.softmax(row.detach().float(), -1)[y]))
                   for pos, row, y in zip(layout.answer, rows, targets)]
         shared: dict[int, dict[str, torch.Tensor]] = {}
         last = layout.answer[-1] - 1
@@ -294,8 +330,7 @@ class Capture:
             shared = self._backward(total, last, wanted[0], False)
         else:
             shared = {l: rec.reduce(l, rec.attn[l][0].detach(), None, last) for l in wanted}
-        n_heads = next(iter(rec.attn.values())).shape[1]
-        return Trace(tokens, language_layer_count(self.model), n_heads, shared, wanted,
+        return Trace(tokens, language_layer_count(self.model), shared, wanted,
                      [l for l in wanted if l in rec.cross_layers])
 
     def _backward(self, target: torch.Tensor, query: int, lowest: int, retain: bool) -> dict[int, dict[str, torch.Tensor]]:

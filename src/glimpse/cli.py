@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -13,16 +12,11 @@ import typer
 
 from .errors import GlimpseError
 
+GLIMPSE_FLAG = "GLIMPSE option (glimpse, glimpse_fast; default: the method's, see `glimpse methods`); the same as"
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Explain what a vision-language model looked at when it answered: maps over the image "
                        "and scores for the prompt words, for the whole answer and token by token.")
-
-
-class Weighting(str, Enum):
-    full = "full"
-    confidence = "confidence"
-    prompt = "prompt"
-    uniform = "uniform"
 
 
 def fail(message: str) -> None:
@@ -64,10 +58,10 @@ def explain(
     trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
     max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
-    layer_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="Propagate through this last fraction of layers."),
-    head_lambda: float = typer.Option(0.5, help="Head-fusion temperature lambda."),
-    depth_lambda: float = typer.Option(0.2, help="Depth-prior strength lambda_d."),
-    token_weighting: Weighting = typer.Option(Weighting.full, help="How answer tokens are weighted into the maps."),
+    layer_fraction: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set layer_fraction=F."),
+    head_lambda: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set head_lambda=F."),
+    depth_lambda: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set depth_lambda=F."),
+    token_weighting: Optional[str] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set token_weighting=MODE."),
     system_prompt: Optional[str] = typer.Option(None, help="System prompt to put before the question."),
     option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                      help="Any method option, repeatable: e.g. --set layer=-1 --set exclude_sinks=true "
@@ -75,18 +69,18 @@ def explain(
 ) -> None:
     """Explain a model's answer about an image; writes explanation.json, arrays, overlay.png, report.html."""
     import glimpse
+
     from .images import load_image
-    from .methods import get_method
 
     folder = new_output_folder(out, overwrite)
-    options = method_options(method, dict(layer_fraction=layer_fraction, head_lambda=head_lambda,
-                                          depth_lambda=depth_lambda, token_weighting=token_weighting.value), option)
+    flags = dict(layer_fraction=layer_fraction, head_lambda=head_lambda, depth_lambda=depth_lambda,
+                 token_weighting=token_weighting)
     try:
         # Check what is cheap to check before loading a model that may take minutes.
+        options = method_options(method, {k: v for k, v in flags.items() if v is not None}, option)
         picture = load_image(image)
         if not prompt.strip():
             fail("the prompt is empty: give the question to ask about the image")
-        get_method(method, **options)
         loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
         result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
                                  max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
@@ -98,21 +92,17 @@ def explain(
 
 
 def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
-    """The GLIMPSE flags the method accepts, plus every KEY=VALUE of `pairs` (explain's --set)."""
-    from .methods import list_methods
+    """The method's options from explain's dedicated flags and its --set KEY=VALUE pairs, checked
+    against the method's declaration: a flag the method does not take is an error."""
+    from .methods import get_method, method_class, parse_options
 
-    cls = list_methods().get(method)
-    accepted = inspect.signature(cls.__init__).parameters if cls is not None else {}
-    options = {k: v for k, v in flags.items() if k in accepted}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            fail(f"a method option must be KEY=VALUE, got {pair!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        options[key.strip().replace("-", "_")] = value
+    declared = method_class(method).options
+    for name in flags:
+        if name not in declared:
+            fail(f"--{name.replace('_', '-')} is not an option of method {method!r} "
+                 f"(its options: {', '.join(declared) or 'none'}; see `glimpse methods`)")
+    options = {**flags, **parse_options(pairs)}
+    get_method(method, **options)
     return options
 
 
@@ -175,19 +165,38 @@ toy_app = typer.Typer(no_args_is_help=True, help="The shapes world and its shipp
 app.add_typer(toy_app, name="toy")
 
 
-@toy_app.command("train")
-def toy_train(
-    out: Path = typer.Option(Path("runs/toy"), "--out", "-o", help="Run folder: log, checkpoint, final model in OUT/model."),
-    seed: int = typer.Option(0, help="Training seed (the shipped model used 0)."),
-) -> None:
-    """Train the shapes-world model from scratch with the shipped recipe (resumes from OUT's checkpoint).
-    Every recipe knob is a flag of `python -m glimpse.toy.train`."""
+def toy_train(out: Path = typer.Option(Path("runs/toy"), "--out", "-o",
+                                       help="Run folder: log, checkpoint, final model in OUT/model."),
+              seed: int = typer.Option(0, help="Training seed (the shipped model used 0)."), **recipe) -> None:
+    """Train the shapes-world model from scratch (resumes from OUT's checkpoint). Every recipe setting
+    is a flag whose default is the shipped model's recipe (glimpse.toy.recipe)."""
     import logging
 
+    from .toy.recipe import config_from
     from .toy.train import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    typer.echo(f"trained model: {train(out, seed)}")
+    typer.echo(f"trained model: {train(out, seed, config_from(recipe))}")
+
+
+def _with_recipe_flags(command):
+    """`command` with one option per recipe setting of `glimpse.toy.train` (read from its defaults), so
+    the recipe is declared once, in TrainConfig and Dims."""
+    from .toy.recipe import knobs
+
+    fixed = [p for p in inspect.signature(command).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    def flag(name: str, default: object) -> str:
+        dashed = name.replace("_", "-")
+        return f"--{dashed}/--no-{dashed}" if isinstance(default, bool) else f"--{dashed}"
+
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=type(default),
+                               default=typer.Option(default, flag(name, default)))
+             for name, default in knobs().items()]
+    command.__signature__ = inspect.Signature(fixed + extra)
+    return command
+
+
+toy_app.command("train")(_with_recipe_flags(toy_train))
 
 
 @toy_app.command("bench")
@@ -203,56 +212,36 @@ def toy_bench(
     """Held-out exact-match accuracy and localisation (pointing game, energy in mask) of a toy model."""
     import glimpse
 
-    from .methods import get_method
-    from .toy.bench import HELDOUT_SEED, evaluate_accuracy
+    from .toy.bench import HELDOUT_SEED, accuracy_lines, evaluate_accuracy, localisation_lines, parse_variants
     from .toy.localisation import evaluate_localisation
 
     try:
-        variants = {}
-        for entry in (m.strip() for m in methods.split(",") if m.strip()):
-            name, *pairs = entry.split(":")
-            options = method_options(name, {}, pairs)
-            get_method(name, **options)  # a bad name or option fails before the slow part
-            variants[entry] = {"method": name, **options}
-        if n_localisation and not variants:
-            fail("--methods names no method: give at least one, e.g. --methods glimpse")
+        variants = parse_variants(methods) if n_localisation else {}
         quiet_transformers()
         loaded = glimpse.load(model, device="cpu")
-        accuracy = evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)
-        typer.echo(f"exact-match accuracy on {n} held-out scenes (seed {HELDOUT_SEED}): {accuracy['overall']:.1%}")
-        for qtype, value in sorted(accuracy["per_type"].items()):
-            typer.echo(f"  type {qtype}: {value:.1%} (n={accuracy['count_per_type'][qtype]})")
+        for line in accuracy_lines(evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)):
+            typer.echo(line)
         if n_localisation:
             result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED,
                                            variants=variants)
-            typer.echo(f"localisation on {result['n_questions']} type 1-3 questions of {n_localisation} scenes "
-                       f"(explaining the model's own answers; {result['n_correct']} answered correctly):")
-            width = max(16, 2 + max(map(len, variants)))
-            typer.echo(f"  {'':<{width}}{'holistic map':^40}{'answer-word token map (correct)':^34}")
-            typer.echo(f"  {'method':<{width}}{'pointing':>10}{'pointing|correct':>18}{'energy':>12}"
-                       f"{'pointing':>16}{'energy':>12}")
-            for name, row in result["methods"].items():
-                typer.echo(f"  {name:<{width}}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}"
-                           f"{row['energy']:>12.1%}{row['answer_word_pointing']:>16.1%}"
-                           f"{row['answer_word_energy']:>12.1%}")
-            typer.echo(f"  chance: pointing {result['chance_pointing']:.1%}, "
-                       f"energy {result['mask_share']:.1%} (the object's share of the image)")
-            typer.echo("holistic-map pointing by question type (1 colour, 2 shape, 3 location):")
-            typer.echo(f"  {'method':<{width}}" + "".join(f"{f'type {q} (n={n})':>16}"
-                                                          for q, n in result["n_by_type"].items()))
-            for name, row in result["methods"].items():
-                typer.echo(f"  {name:<{width}}" + "".join(f"{v:>16.1%}" for v in row["pointing_by_type"].values()))
+            for line in localisation_lines(result, n_localisation):
+                typer.echo(line)
     except GlimpseError as exc:
         fail(str(exc))
 
 
 @app.command()
 def methods() -> None:
-    """List the explanation methods with a one-line description and their paper."""
-    from .methods import list_methods
+    """List the explanation methods: what each does, its paper, what it explains, and its options
+    with their defaults (pass them to explain as --set KEY=VALUE)."""
+    from .methods import list_methods, option_defaults
 
-    for name, cls in sorted(list_methods().items()):
-        typer.echo(f"{name:<22} {cls.summary}\n{'':<22} paper: {cls.paper}")
+    for name, cls in list_methods().items():
+        typer.echo(f"{name}{'  (approximation)' if cls.approximate else ''}\n  {cls.summary}\n  paper: {cls.paper}"
+                   f"\n  explains: {cls.explains}; answer tokens ranked by {cls.token_ranking}")
+        for option, default in option_defaults(cls).items():
+            typer.echo(f"  --set {option}={json.dumps(default)}: {cls.options[option]}")
+        typer.echo("")
 
 
 def main() -> None:

@@ -1,8 +1,12 @@
 """Errors raised by glimpse.
 
 Every error a user can cause is a `GlimpseError`; the CLI prints its message on one line and exits
-with status 2, so scripts can tell user mistakes from crashes. Messages say what to do next.
+with status 2, so scripts can tell user mistakes from crashes. Messages say what to do next and
+name no command-line flag (the CLI adds its own wording). Fallbacks are warnings (`GlimpseWarning`).
 """
+
+import logging
+import warnings
 
 
 class GlimpseError(Exception):
@@ -35,3 +39,40 @@ class CaptureError(GlimpseError):
 
 class MethodError(GlimpseError):
     """An unknown explanation method or an invalid option for it."""
+
+
+class TrainingError(GlimpseError):
+    """A training run cannot go on as asked (its folder holds a checkpoint of another recipe)."""
+
+
+class OptionError(MethodError):
+    """An option the chosen method does not take, or a value it refuses."""
+
+
+class GlimpseWarning(UserWarning):
+    """Base class of every warning glimpse gives: each marks a fallback or a caveat that is also
+    written to the result's `notes` and logged on the "glimpse" logger."""
+
+
+class FallbackWarning(GlimpseWarning):
+    """The method could not do what was asked and took its documented fallback (uniform or prior
+    weights, all prompt tokens for an unlocated question, no layer carrying the image)."""
+
+
+class CostWarning(GlimpseWarning):
+    """The method needed more work than its one pass (e.g. TAM's extra forward pass)."""
+
+
+class DomainWarning(GlimpseWarning):
+    """The input is outside what the model knows (a photo given to the shipped shapes-world model)."""
+
+
+logger = logging.getLogger("glimpse")
+
+
+def note(notes: list[str], message: str, category: type[GlimpseWarning] = FallbackWarning) -> None:
+    """Make a fallback visible three ways: the "glimpse" logger, a warning of `category` and a line
+    appended to `notes` (saved with the result)."""
+    logger.warning(message)
+    warnings.warn(message, category, stacklevel=3)
+    notes.append(message)

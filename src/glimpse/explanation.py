@@ -20,18 +20,24 @@ from . import maps
 from .errors import GlimpseError
 from .layout import ImageLayout
 
-SCHEMA_VERSION = 1
-ARRAYS = ("token_visual", "visual", "token_prompt", "prompt", "beta_visual", "beta_prompt", "gamma", "probs")
+SCHEMA_VERSION = 2
+# The core every method fills, saved under these names in arrays.safetensors.
+ARRAYS = ("token_visual", "visual", "token_prompt", "prompt", "token_weights", "probs", "ranking")
+DETAILS_PREFIX = "details."
 
 
 @dataclass(eq=False)
 class Explanation:
-    """An explained answer.
+    """An explained answer (schema version 2: docs/explanation-format.md).
 
-    Arrays (numpy float32): `token_visual` [T, V] and `visual` [V] hold image-token scores of all
-    images in layout order (see `visual_map`); `token_prompt` [T, P] and `prompt` [P] hold the
-    question's token scores; `beta_visual`, `beta_prompt`, `gamma`, `probs` are per answer token;
-    `alpha` [T, n_layers_used] the per-token layer weights (methods that have them).
+    The core, the same for every method (numpy float32): `token_visual` [T, V] and `visual` [V]
+    hold image-token scores of all images in layout order (see `visual_map`); `token_prompt`
+    [T, P] and `prompt` [P] the question's token scores; `token_weights` [T] the weight each answer
+    token carries in the holistic visual map; `probs` [T] each answer token's probability;
+    `ranking` [T] the score by which the method ranks answer tokens for display (`ranking_by` says
+    what it is; `top_tokens` uses it); `explained`, the quantity the scores explain ("logit",
+    "log_prob" or "attention"). `details` is the method's own section (e.g. GLIMPSE's `alpha`,
+    `gamma`), with `details_doc` giving each value's meaning; `notes` the fallbacks it took.
     """
 
     question: str
@@ -47,19 +53,27 @@ class Explanation:
     visual: np.ndarray
     token_prompt: np.ndarray
     prompt: np.ndarray
-    beta_visual: np.ndarray
-    beta_prompt: np.ndarray
-    gamma: np.ndarray
+    token_weights: np.ndarray
     probs: np.ndarray
-    alpha: np.ndarray | None
+    ranking: np.ndarray
     layers: list[int]
     method: str
     params: dict[str, Any]
     model_id: str
     version: str
+    explained: str = "logit"
+    ranking_by: str = ""
+    details: dict[str, np.ndarray] = field(default_factory=dict)
+    details_doc: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     question_located: bool = True
     approximate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def top_tokens(self, k: int = 3) -> list[int]:
+        """The `k` highest-ranked answer tokens (by `ranking`), in answer order."""
+        order = sorted(range(len(self.ranking)), key=lambda t: (-float(self.ranking[t]), t))
+        return sorted(order[:k])
 
     # --- scores -------------------------------------------------------------------------------
     @property
@@ -129,7 +143,7 @@ class Explanation:
     def figure(self, image: int = 0, tokens: list[int] | None = None, top: int = 3):
         """A matplotlib figure (image, holistic map, per-token maps, shaded question words) for a
         paper: `explanation.figure().savefig("fig.pdf")`. `tokens` picks the answer tokens shown
-        (default: the `top` by gamma)."""
+        (default: `top_tokens(top)`, the method's own ranking)."""
         from .render import figure
         return figure(self, image, tokens, top)
 
@@ -142,21 +156,24 @@ class Explanation:
         return {
             "schema": "glimpse.explanation", "schema_version": SCHEMA_VERSION, "glimpse_version": self.version,
             "model_id": self.model_id, "method": self.method, "params": self.params, "approximate": self.approximate,
+            "explained": self.explained, "ranking_by": self.ranking_by,
             "question": self.question, "question_located": self.question_located,
             "prompt_words": self.prompt_words, "word_of_token": self.word_of_token,
             "answer": self.answer, "answer_tokens": self.answer_tokens, "answer_token_ids": self.answer_token_ids,
             "answer_generated": self.answer_generated, "layers": self.layers,
             "images": [{"file": f"image_{i}.png", "layout": l.to_dict()} for i, l in enumerate(self.layouts)],
-            "arrays": "arrays.safetensors", "extra": self.extra,
+            "arrays": "arrays.safetensors",
+            "details": {name: self.details_doc.get(name, "") for name in self.details},
+            "notes": self.notes, "extra": self.extra,
         }
 
     def save(self, folder: str | Path, figures: bool = True) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {name: np.ascontiguousarray(getattr(self, name), dtype=np.float32) for name in ARRAYS}
-        if self.alpha is not None:
-            arrays["alpha"] = np.ascontiguousarray(self.alpha, dtype=np.float32)
-        save_file(arrays, str(folder / "arrays.safetensors"))
+        arrays = {name: getattr(self, name) for name in ARRAYS}
+        arrays.update({DETAILS_PREFIX + name: value for name, value in self.details.items()})
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()},
+                  str(folder / "arrays.safetensors"))
         for i, picture in enumerate(self.images):
             picture.save(folder / f"image_{i}.png")
         (folder / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
@@ -167,15 +184,25 @@ class Explanation:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Explanation":
+    def load(cls, folder: str | Path) -> Explanation:
+        """Read a saved explanation (schema version 2, or 1 from glimpse 0.1.0, converted)."""
         folder = Path(folder)
         path = folder / "explanation.json"
         if not path.is_file():
             raise GlimpseError(f"no explanation.json in {folder}")
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("schema") != "glimpse.explanation" or doc.get("schema_version", 0) > SCHEMA_VERSION:
-            raise GlimpseError(f"{path} is not a glimpse explanation of schema version <= {SCHEMA_VERSION}")
+        version = doc.get("schema_version", 0)
+        if doc.get("schema") != "glimpse.explanation" or not 1 <= version <= SCHEMA_VERSION:
+            raise GlimpseError(f"{path} is not a glimpse explanation of schema version 1 to {SCHEMA_VERSION}")
+        try:
+            return cls._from_document(folder, doc, version)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise GlimpseError(f"{folder} holds a damaged explanation ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_document(cls, folder: Path, doc: dict[str, Any], version: int) -> Explanation:
         arrays = load_file(str(folder / doc["arrays"]))
+        fields = _fields_v2(doc, arrays) if version == 2 else from_version_1(doc, arrays)
         images = []
         for item in doc["images"]:
             with Image.open(folder / item["file"]) as picture:
@@ -184,7 +211,37 @@ class Explanation:
             question=doc["question"], answer=doc["answer"], answer_tokens=doc["answer_tokens"],
             answer_token_ids=doc["answer_token_ids"], answer_generated=doc["answer_generated"],
             prompt_words=doc["prompt_words"], word_of_token=doc["word_of_token"], images=images,
-            layouts=[ImageLayout.from_dict(item["layout"]) for item in doc["images"]],
-            **{name: arrays[name] for name in ARRAYS}, alpha=arrays.get("alpha"), layers=doc["layers"],
+            layouts=[ImageLayout.from_dict(item["layout"]) for item in doc["images"]], layers=doc["layers"],
             method=doc["method"], params=doc["params"], model_id=doc["model_id"], version=doc["glimpse_version"],
-            question_located=doc["question_located"], approximate=doc["approximate"], extra=doc["extra"])
+            question_located=doc["question_located"], approximate=doc["approximate"], extra=doc["extra"], **fields)
+
+
+def _fields_v2(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {**{name: arrays[name] for name in ARRAYS}, "explained": doc["explained"], "ranking_by": doc["ranking_by"],
+            "details": {name: arrays[DETAILS_PREFIX + name] for name in doc["details"]},
+            "details_doc": dict(doc["details"]), "notes": list(doc["notes"])}
+
+
+def from_version_1(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The version 2 fields of a version 1 file. Version 1 made every method fill GLIMPSE's
+    beta_visual, beta_prompt and gamma: beta_visual is the holistic map's token weight of every
+    method (`token_weights`); only GLIMPSE's own results keep beta_prompt, gamma and alpha, in its
+    section, and rank tokens by gamma as before. What the scores explain is the method's own."""
+    from .methods import Method, list_methods
+    from .methods.base import positive_contribution
+
+    method = list_methods().get(doc["method"])
+    weights = arrays["beta_visual"]
+    own = method is not None and {"beta_prompt", "gamma"} <= set(method.details)
+    details = {name: arrays[name] for name in ("alpha", "beta_prompt", "gamma") if own and name in arrays}
+    if own:
+        ranking, ranking_by = arrays["gamma"], method.token_ranking
+    else:
+        ranking = positive_contribution(weights, arrays["token_visual"])
+        ranking_by = (method or Method).token_ranking
+    return {"token_visual": arrays["token_visual"], "visual": arrays["visual"], "token_prompt": arrays["token_prompt"],
+            "prompt": arrays["prompt"], "token_weights": weights, "probs": arrays["probs"],
+            "ranking": ranking.astype(np.float32), "ranking_by": ranking_by,
+            "explained": method.explains if method is not None else "logit", "details": details,
+            "details_doc": {name: method.details[name] for name in details},
+            "notes": ["read from a schema version 1 file (glimpse 0.1.0) and converted to version 2"]}

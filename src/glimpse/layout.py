@@ -41,7 +41,7 @@ class ImageTile:
         return {"rows": self.rows, "cols": self.cols, "box": list(self.box), "positions": list(self.positions)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageTile":
+    def from_dict(cls, data: dict) -> ImageTile:
         return cls(data["rows"], data["cols"], tuple(data["box"]), tuple(data["positions"]))
 
 
@@ -74,7 +74,7 @@ class ImageLayout:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageLayout":
+    def from_dict(cls, data: dict) -> ImageLayout:
         return cls(data["width"], data["height"], tuple(ImageTile.from_dict(t) for t in data["tiles"]),
                    data.get("positions_axis", SEQUENCE))
 

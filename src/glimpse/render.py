@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from . import maps
@@ -20,9 +22,11 @@ if TYPE_CHECKING:
 COLORMAP = "jet"
 ALPHA = 0.5
 REPORT_SIDE = 360  # longest side of the pictures embedded in the HTML report
+EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t)",
+             "attention": "attention pattern (no output quantity is differentiated)"}
 
 
-def overlay(explanation: "Explanation", image: int = 0, token: int | None = None) -> Image.Image:
+def overlay(explanation: Explanation, image: int = 0, token: int | None = None) -> Image.Image:
     """The normalised map blended over the original image; regions the model never saw are dimmed."""
     values = explanation.visual_map(image, token, resolution="image")
     seen = maps.coverage(explanation.layouts[image])
@@ -57,19 +61,31 @@ def _unit(values: np.ndarray) -> list[float]:
     return [float(v) / high if high > 0 else 0.0 for v in values]
 
 
-def report(explanation: "Explanation", standalone: bool = True) -> str:
-    """HTML report: answer tokens coloured by gamma (click one for its own maps), prompt words
-    coloured by score, one map per image, and a table of the per-token weights."""
+def token_columns(explanation: Explanation) -> dict[str, np.ndarray]:
+    """The per-token values a report tabulates: the core ones, then the method's own [T] values."""
+    e = explanation
+    own = {name: value for name, value in e.details.items() if np.shape(value) == (len(e.answer_tokens),)}
+    columns = {"p": e.probs, "weight": e.token_weights}
+    if not any(np.array_equal(e.ranking, value) for value in own.values()):  # GLIMPSE ranks by its own gamma
+        columns["rank score"] = e.ranking
+    return {**columns, **own}
+
+
+def report(explanation: Explanation, standalone: bool = True) -> str:
+    """HTML report: answer tokens coloured by the method's ranking (click one for its own maps),
+    prompt words coloured by score, one map per image, a table of the per-token values (the
+    method's own section only where it has one) and the notes on fallbacks taken."""
     e = explanation
     n_images, n_tokens = len(e.images), len(e.answer_tokens)
     pictures = [[_data_uri(overlay(e, i))] + [_data_uri(overlay(e, i, t)) for t in range(n_tokens)]
                 for i in range(n_images)]
     words = [_unit(e.prompt_word_scores)] + [_unit(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
-    gamma = _unit(e.gamma)
+    rank = _unit(np.clip(e.ranking, 0, None))
+    columns = token_columns(e)
     tokens_html = "".join(
-        f'<span class="tok" data-t="{t}" style="background:{_shade(gamma[t])}" '
-        f'title="p={e.probs[t]:.3f} betaV={e.beta_visual[t]:.3f} betaP={e.beta_prompt[t]:.3f} '
-        f'gamma={e.gamma[t]:.4f}">{html.escape(tok)}</span>'
+        f'<span class="tok" data-t="{t}" style="background:{_shade(rank[t])}" '
+        f'title="{html.escape(" ".join(f"{k}={float(v[t]):.4g}" for k, v in columns.items()))}">'
+        f'{html.escape(tok)}</span>'
         for t, tok in enumerate(e.answer_tokens))
     words_html = " ".join(
         f'<span class="word" style="background:{_shade(words[0][w])}">{html.escape(word)}</span>'
@@ -78,22 +94,33 @@ def report(explanation: "Explanation", standalone: bool = True) -> str:
         f'<figure><img class="map" data-i="{i}" src="{pictures[i][0]}" alt="map of image {i}">'
         f'<figcaption>image {i} ({e.images[i].width}x{e.images[i].height})</figcaption></figure>'
         for i in range(n_images))
+    header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
     rows = "".join(
-        f"<tr><td>{t}</td><td>{html.escape(tok)}</td><td>{e.probs[t]:.3f}</td><td>{e.beta_visual[t]:.3f}</td>"
-        f"<td>{e.beta_prompt[t]:.3f}</td><td>{e.gamma[t]:.4f}</td></tr>"
+        f"<tr><td>{t}</td><td>{html.escape(tok)}</td>"
+        + "".join(f"<td>{float(value[t]):.4g}</td>" for value in columns.values()) + "</tr>"
         for t, tok in enumerate(e.answer_tokens))
+    legend = "".join(f"<li><code>{html.escape(name)}</code> {tuple(np.shape(e.details[name]))}: "
+                     f"{html.escape(e.details_doc.get(name, ''))}</li>" for name in e.details)
+    section = f'<div class="details"><b>{html.escape(e.method)} values</b><ul>{legend}</ul></div>' if legend else ""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in e.notes)
+    notes_html = f'<div class="notes"><b>Notes</b><ul>{notes}</ul></div>' if notes else ""
     label = " (approximation)" if e.approximate else ""
     params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
     shades = [[_shade(s) for s in row] for row in words]
+    meta = (f"model <code>{html.escape(e.model_id)}</code> &middot; explains the answer's "
+            f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}")
     body = f"""<div class="glimpse-report">
 <h2>{html.escape(e.method)}{label} explanation</h2>
-<p class="meta">model <code>{html.escape(e.model_id)}</code> &middot; {params} &middot; glimpse {html.escape(e.version)}</p>
+<p class="meta">{meta}</p>
+{notes_html}
 <p><b>Question:</b> <span class="words">{words_html}</span></p>
-<p><b>Answer</b> (click a token for its own maps, <a href="#" class="all">whole answer</a>):<br>
+<p><b>Answer</b> (shaded by {html.escape(e.ranking_by)};
+click a token for its own maps, <a href="#" class="all">whole answer</a>):<br>
 <span class="answer">{tokens_html}</span></p>
 <p class="showing">Showing: whole answer</p>
 <div class="images">{images_html}</div>
-<table><tr><th>#</th><th>token</th><th>p</th><th>&beta;<sup>V</sup></th><th>&beta;<sup>P</sup></th><th>&gamma;</th></tr>{rows}</table>
+<table><tr><th>#</th><th>token</th>{header}</tr>{rows}</table>
+{section}
 </div>
 <script>
 (function() {{
@@ -105,7 +132,8 @@ def report(explanation: "Explanation", standalone: bool = True) -> str:
     root.querySelectorAll('img.map').forEach(img => img.src = pictures[+img.dataset.i][k]);
     root.querySelectorAll('.word').forEach((w, j) => w.style.background = shades[k][j]);
     root.querySelectorAll('.tok').forEach(s => s.classList.toggle('on', +s.dataset.t === k - 1));
-    root.querySelector('.showing').textContent = 'Showing: ' + (k === 0 ? 'whole answer' : 'token ' + (k - 1) + ' ' + JSON.stringify(tokens[k - 1]));
+    const shown = k === 0 ? 'whole answer' : 'token ' + (k - 1) + ' ' + JSON.stringify(tokens[k - 1]);
+    root.querySelector('.showing').textContent = 'Showing: ' + shown;
   }}
   root.querySelectorAll('.tok').forEach(s => s.addEventListener('click', () => show(+s.dataset.t + 1)));
   root.querySelector('a.all').addEventListener('click', ev => {{ ev.preventDefault(); show(0); }});
@@ -121,6 +149,8 @@ def report(explanation: "Explanation", standalone: bool = True) -> str:
 .glimpse-report table{border-collapse:collapse;margin-top:12px;font-size:13px}
 .glimpse-report td,.glimpse-report th{border:1px solid #ccc;padding:2px 6px;text-align:right}
 .glimpse-report .meta{color:#555;font-size:13px}
+.glimpse-report .notes{background:#fff4e5;border-left:4px solid #f57c00;padding:4px 10px;font-size:13px}
+.glimpse-report .details{font-size:13px}
 </style>"""
     if not standalone:
         return style + body
@@ -128,21 +158,19 @@ def report(explanation: "Explanation", standalone: bool = True) -> str:
             f"{style}</head><body>{body}</body></html>")
 
 
-def figure(explanation: "Explanation", image: int = 0, tokens: list[int] | None = None, top: int = 3):
+def figure(explanation: Explanation, image: int = 0, tokens: list[int] | None = None, top: int = 3) -> Figure:
     """A matplotlib figure for a paper: the image, the holistic map, and per-token maps (by default
-    the `top` answer tokens by gamma), with the question's words shaded by their scores beneath."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import pyplot as plt
-
+    the method's `top` highest-ranked answer tokens), with the question's words shaded by their
+    scores beneath. A plain `Figure`: pyplot's state and the user's backend are left alone."""
     e = explanation
     if tokens is None:
-        tokens = sorted(np.argsort(-e.gamma)[:top].tolist())
+        tokens = e.top_tokens(top)
     panels = [("image", e.images[image]), ("whole answer", overlay(e, image))]
     panels += [(f"{e.answer_tokens[t].strip() or repr(e.answer_tokens[t])} (token {t})", overlay(e, image, t))
                for t in tokens]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.1), squeeze=False)
+    fig = Figure(figsize=(2.6 * len(panels), 3.1))
+    FigureCanvasAgg(fig)  # a canvas to measure text on, without pyplot
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, picture) in zip(axes[0], panels):
         ax.imshow(picture)
         ax.set_title(title, fontsize=9)

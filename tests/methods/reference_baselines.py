@@ -22,7 +22,7 @@ def _per_token(token_visual: torch.Tensor, token_prompt: torch.Tensor, weight: f
     T = token_visual.shape[0]
     beta = torch.full((T,), weight, dtype=torch.float64)
     return {"token_visual": token_visual, "token_prompt": token_prompt, "visual": beta @ token_visual,
-            "prompt": beta @ token_prompt, "beta_visual": beta, "beta_prompt": beta, "gamma": beta * beta}
+            "prompt": beta @ token_prompt, "token_weights": beta}
 
 
 def _rows(R_rows: list[torch.Tensor], V: list[int], P: list[int]) -> dict[str, torch.Tensor]:
@@ -250,7 +250,8 @@ def ref_occlusion(model, processor, inputs, Y, V, P, window=1, stride=1, baselin
                 y0, y1, x0, x1 = r * patch, (r + window) * patch, c * patch, (c + window) * patch
                 occluded = x.clone()
                 occluded[:, :, y0:y1, x0:x1] = base[:, :, y0:y1, x0:x1]
-                total[:, r:r + window, c:c + window] += (clean - log_probs(m64, inputs64, Y, pixel_values=occluded))[:, None, None]
+                drop = clean - log_probs(m64, inputs64, Y, pixel_values=occluded)
+                total[:, r:r + window, c:c + window] += drop[:, None, None]
                 count[r:r + window, c:c + window] += 1
         tv = (total / count).reshape(len(Y), -1)
         replacement = getattr(processor.tokenizer, f"{prompt_token}_token_id")

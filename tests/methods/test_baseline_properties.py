@@ -10,16 +10,16 @@ import json
 
 import numpy as np
 import pytest
+import reference_baselines as ref
 import torch
 from captum.attr import InputXGradient, IntegratedGradients
 from captum.attr import Occlusion as CaptumOcclusion
 
 import glimpse
-import reference_baselines as ref
 from glimpse.methods import AttentionMethod, get_method, list_methods
 from glimpse.methods.attention import carry_rows, with_residual
 from glimpse.methods.base import sink_positions
-from test_reference_match import reference_inputs
+from reference import named_like_reference, reference_inputs
 from tiny_models import build_tiny_llava, rand_image
 
 QUESTION = "what color is the object?"
@@ -195,8 +195,10 @@ def test_glimpse_fast_equals_glimpse_for_a_one_token_answer(tiny):
     fast = glimpse.explain(model, processor, image, QUESTION, answer=ANSWER, max_answer_tokens=1,
                            method="glimpse_fast")
     assert len(exact.answer_token_ids) == 1
-    for name in ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma", "alpha"):
-        np.testing.assert_allclose(getattr(fast, name), getattr(exact, name), rtol=1e-5, atol=1e-8)
+    fast_arrays, exact_arrays = named_like_reference(fast), named_like_reference(exact)
+    assert fast_arrays.keys() == exact_arrays.keys()
+    for name in exact_arrays:
+        np.testing.assert_allclose(fast_arrays[name], exact_arrays[name], rtol=1e-5, atol=1e-8, err_msg=name)
     assert fast.approximate and not exact.approximate
     assert "(approximation)" in fast.to_html() and "(approximation)" not in exact.to_html()
     longer = glimpse.explain(model, processor, image, QUESTION, answer=ANSWER, method="glimpse_fast")
@@ -336,10 +338,7 @@ def test_pixel_methods_refuse_adapters_without_pixel_blocks(tiny, name, monkeypa
     model, processor, image = tiny
     adapter, inputs, layout = prepared(model, processor, image)
 
-    def unknown(*args):
-        raise NotImplementedError
-
-    monkeypatch.setattr(adapter, "token_pixel_blocks", unknown)
+    monkeypatch.setattr(adapter, "pixel_blocks", False)
     with pytest.raises(glimpse.MethodError, match="map image tokens to pixel blocks"):
         get_method(name).run(model, adapter, inputs, layout)
     with pytest.raises(glimpse.MethodError, match="needs pixel_values"):
@@ -375,12 +374,16 @@ def test_interference_removal_is_the_least_squares_residual():
     from glimpse.methods.tam import remove_interference
 
     interference = torch.tensor([1.0, 2.0, 0.0, 1.0])
-    torch.testing.assert_close(remove_interference(3 * interference, interference), torch.zeros(4))
+    out, scale = remove_interference(3 * interference, interference)
+    torch.testing.assert_close(out, torch.zeros(4))
+    assert scale == pytest.approx(3.0)
     own = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    out = remove_interference(own, interference)
-    scale = float(own @ interference / (interference @ interference))
+    out, scale = remove_interference(own, interference)
+    assert scale == pytest.approx(float(own @ interference / (interference @ interference)))
     torch.testing.assert_close(out, (own - scale * interference).clamp(min=0))
-    torch.testing.assert_close(remove_interference(own, torch.zeros(4)), own)
+    out, scale = remove_interference(own, torch.zeros(4))
+    torch.testing.assert_close(out, own)
+    assert scale == 0.0
 
 
 def test_tam_falls_back_to_the_logits_when_the_head_does_not_reproduce_them(tiny, monkeypatch):

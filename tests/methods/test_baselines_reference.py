@@ -5,16 +5,15 @@ answers; positions V, P and Y are found independently of the library.
 """
 
 import pytest
+import reference_baselines as ref
 
 import glimpse
-import reference_baselines as ref
-from reference import reference_glimpse
-from test_reference_match import assert_match, reference_inputs
+from reference import assert_match, reference_glimpse, reference_inputs
 from tiny_models import build_tiny_llava, rand_image
 
 QUESTION = "what color is the object?"
 ANSWERS = {0: " a red circle on the left", 1: " the circle is red"}
-ARRAYS = ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma")
+ARRAYS = ("token_visual", "token_prompt", "visual", "prompt", "token_weights")
 
 
 def make_case(seed):

@@ -19,10 +19,14 @@ def test_betas_sum_to_one(tiny_llava, mode):
     model, processor = tiny_llava
     result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle",
                              token_weighting=mode)
-    for beta in (result.beta_visual, result.beta_prompt):
+    details = result.details
+    for beta in (result.token_weights, details["beta_prompt"]):
         assert beta.min() >= 0 and np.isclose(beta.sum(), 1, atol=1e-6)
-    np.testing.assert_allclose(result.gamma, result.beta_visual * result.beta_prompt, rtol=1e-6)
-    np.testing.assert_allclose(result.alpha.sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(details["gamma"], result.token_weights * details["beta_prompt"], rtol=1e-6)
+    np.testing.assert_allclose(details["alpha"].sum(1), 1, atol=1e-6)
+    np.testing.assert_allclose(details["head_weights"].sum(2), 1, atol=1e-6)
+    np.testing.assert_array_equal(result.ranking, details["gamma"])
+    assert result.notes == []
 
 
 def test_zero_gradients_fall_back_to_prior_and_uniform(tiny_llava):
@@ -31,10 +35,15 @@ def test_zero_gradients_fall_back_to_prior_and_uniform(tiny_llava):
     dead = copy.deepcopy(model)
     for layer in dead.model.language_model.layers:
         layer.self_attn.o_proj.weight.data.zero_()
-    result = glimpse.explain(dead, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    with pytest.warns(glimpse.FallbackWarning) as caught:
+        result = glimpse.explain(dead, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
     prior = depth_prior(result.layers, 0.2).numpy()
-    np.testing.assert_allclose(result.alpha, np.tile(prior, (3, 1)), rtol=1e-6)
-    np.testing.assert_allclose(result.beta_visual, 1 / 3, rtol=1e-6)
+    np.testing.assert_allclose(result.details["alpha"], np.tile(prior, (3, 1)), rtol=1e-6)
+    np.testing.assert_allclose(result.token_weights, 1 / 3, rtol=1e-6)
+    # Each fallback is a note and a warning: the prior for all three tokens, uniform weights for both maps.
+    assert len(result.notes) == 3 and [str(w.message) for w in caught] == result.notes
+    assert "[0, 1, 2]" in result.notes[0] and "depth prior" in result.notes[0]
+    assert "visual map" in result.notes[1] and "prompt map" in result.notes[2]
     assert np.all(np.isfinite(result.visual)) and np.all(result.visual == 0)
 
 
@@ -53,8 +62,11 @@ def test_layer_and_token_weight_fallbacks():
     prior = depth_prior([0, 1, 2], 0.2)
     assert torch.equal(layer_weights(torch.zeros(3), prior), prior)
     zeros = torch.zeros(4)
-    beta_v, beta_p = token_weights(torch.rand(4), zeros, zeros, "full")
+    (beta_v, v_uniform), (beta_p, p_uniform) = token_weights(torch.rand(4), zeros, zeros, "full")
     assert torch.allclose(beta_v, torch.full((4,), 0.25)) and torch.allclose(beta_p, torch.full((4,), 0.25))
+    assert v_uniform and p_uniform
+    (_, v_uniform), (_, p_uniform) = token_weights(torch.rand(4) + 0.1, torch.ones(4), zeros, "full")
+    assert not v_uniform and p_uniform
 
 
 @pytest.mark.parametrize("options", [{"head_lambda": 0}, {"layer_fraction": 0}, {"layer_fraction": 1.5},

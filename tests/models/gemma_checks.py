@@ -7,16 +7,15 @@ wrong inputs and expect capture to refuse them.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch
+from family_checks import QUESTION, prepare
+from tiles_checks import pixel_dependent_positions
 
 import glimpse
-from family_checks import QUESTION, prepare
-from reference import reference_glimpse
-from test_reference_match import assert_match
-from tiles_checks import pixel_dependent_positions
+from reference import assert_match, named_like_reference, reference_glimpse
 from tiny_models import rand_image
 
 COMPARED = ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma", "probs", "alpha")
@@ -52,7 +51,7 @@ def check_against_reference(model, explanation, inputs, Y, V, P, allowed: torch.
     """Every map and weight equals the float64 reference's, which accepts future attention at `allowed` only."""
     ref = reference_glimpse(model, inputs, Y, V, P, bidirectional=allowed, **options)
     for name in COMPARED:
-        assert_match(getattr(explanation, name), ref[name], name)
+        assert_match(named_like_reference(explanation)[name], ref[name], name)
     assert explanation.layers == ref["layers"].tolist()
 
 

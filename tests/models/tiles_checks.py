@@ -13,16 +13,13 @@ import dataclasses
 
 import numpy as np
 import torch
+from family_checks import QUESTION
+from footprint import footprint_blocks
 from transformers import ProcessorMixin
 
 import glimpse
-
-from family_checks import QUESTION, logit_pixel_gradient, prepare
-from footprint import footprint_blocks
-from reference import reference_glimpse
-from test_reference_match import assert_match
+from reference import assert_match, named_like_reference, reference_glimpse
 from tiny_families_tiles import language_model, vision_tower
-from tiny_models import rand_image
 
 # Decoded coordinates of a one-cell footprint must sit this close (original pixels) to its cell's centre.
 # Measured: < 0.2 px (resampling); a tile misplaced by half a processed pixel is off by >= 0.5 px here.
@@ -92,19 +89,6 @@ def _check_cell(levels: torch.Tensor, cell, size, one_cell: bool) -> int:
     return int(one_cell)
 
 
-def check_question_span(model, processor, image) -> None:
-    """P is the user's question only: not the system prompt (which repeats it), not the template."""
-    system = f"Be careful. {QUESTION} is not the question here."
-    adapter, inputs, layout = prepare(model, processor, [image], system=system)
-    ids = inputs["input_ids"][0]
-    tok = adapter.tokenizer
-    assert layout.question_located and tok.decode(ids[list(layout.prompt)]).strip() == QUESTION
-    assert layout.prompt == tuple(range(layout.prompt[0], layout.prompt[-1] + 1))
-    assert layout.prompt[0] > max(layout.image_positions)
-    assert not set(ids[list(layout.prompt)].tolist()) & set(tok.all_special_ids)
-    assert "Be careful" in tok.decode(ids[:layout.prompt[0]])
-
-
 def pixel_dependent_positions(model, inputs) -> list[int]:
     """Positions whose input embedding changes with pixel_values: the image tokens, found without any adapter."""
     seen = []
@@ -142,7 +126,7 @@ def check_against_reference(model, processor, explanation, **options) -> None:
     ref = reference_glimpse(model, inputs, list(range(len(prompt_ids), ids.shape[1])), V, P, **options)
     for name in ("token_visual", "token_prompt", "visual", "prompt", "beta_visual", "beta_prompt", "gamma",
                  "probs", "alpha"):
-        assert_match(getattr(explanation, name), ref[name], name)
+        assert_match(named_like_reference(explanation)[name], ref[name], name)
     assert explanation.layers == ref["layers"].tolist()
 
 
@@ -163,11 +147,3 @@ def check_left_tokens_paint_left(explanation, tile: int) -> None:
     assert picture.shape == (layout.height, layout.width, 3)
     warmth = picture[..., 0] - picture[..., 2]  # jet: red where hot, blue where cold
     assert warmth[heat > heat.max() / 2].mean() > warmth[:, -third:].mean() + 20
-
-
-def check_gradients_reach_every_frame(model, processor) -> None:
-    """d logit / d pixel_values != 0 on every frame (base view, tile, global view) some image token sees."""
-    grad = logit_pixel_gradient(model, processor)
-    adapter, inputs, layout = prepare(model, processor, [rand_image(120, 60, seed=3)])  # logit_pixel_gradient's
-    frames = {index for index, *_ in adapter.token_patches(inputs, layout)}
-    assert len(frames) > 2 and all(grad[index].abs().sum() > 0 for index in frames)

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+import glimpse
 from glimpse.toy import bench, train, world
 from glimpse.toy.model import Dims, prompt
 
@@ -126,7 +127,7 @@ def test_a_run_resumes_with_other_speed_settings_but_not_other_weight_settings(t
     assert _same(full, _weights(train.train(tmp_path / "resumed", seed=4, cfg=faster)))
     train.train(tmp_path / "other", seed=4, cfg=cfg, stop_after=1)
     for changed in (replace(cfg, lr=2e-3), replace(cfg, dense_threads=2)):
-        with pytest.raises(ValueError, match="another configuration"):
+        with pytest.raises(glimpse.TrainingError, match="another recipe"):
             train.train(tmp_path / "other", seed=4, cfg=changed)
 
 
@@ -148,5 +149,5 @@ def test_a_deeper_model_grown_from_a_trained_one_answers_like_it_until_trained(t
     trained = _weights(train.train(tmp_path / "trained", seed=0, cfg=deeper))
     assert any(not torch.equal(start[k], trained[k]) for k in new)
     for other in (replace(deeper.dims, text_width=64), TINY.dims):  # another shape; not deeper
-        with pytest.raises(ValueError, match="fewer language layers"):
+        with pytest.raises(glimpse.TrainingError, match="fewer language layers"):
             train.train(tmp_path / "other", seed=0, cfg=replace(deeper, dims=other))

@@ -18,20 +18,22 @@ held is redistributed over the other keys.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from ..capture import Trace
-from ..errors import MethodError
+from ..errors import OptionError
 from ..layout import SequenceLayout
-from .base import AttentionMethod, MethodResult, result_from_tokens
+from .base import SINKS_HELP, AttentionMethod, MethodResult, result_from_tokens
 
 
 class _HeadMeanAttention(AttentionMethod):
     """Keeps each layer's head-averaged attention up to the last query row (no gradients)."""
 
     gradients = "none"
+    explains = "attention"
 
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
         return {"attn": head_mean(attn, query)}
@@ -47,13 +49,12 @@ class RawAttention(_HeadMeanAttention):
     name = "raw_attention"
     summary = "Raw attention from each answer token's query row, mean over heads, one layer or the mean over layers"
     paper = "Vaswani et al. 2017, Attention Is All You Need (NeurIPS 2017, arXiv 1706.03762); the raw-attention baseline"
+    options = {"layer": "the layer to read (0-based, negative counts from the last); None: the mean over all layers",
+               "exclude_sinks": SINKS_HELP}
 
     def __init__(self, layer: int | None = None, exclude_sinks: bool = False) -> None:
         super().__init__(exclude_sinks)
         self.layer = _check_layer(layer, allow_none=True)
-
-    def params(self) -> dict[str, Any]:
-        return {"layer": self.layer, **super().params()}
 
     def layers(self, n_layers: int) -> list[int]:
         return list(range(n_layers)) if self.layer is None else [resolve_layer(self.layer, n_layers)]
@@ -71,9 +72,6 @@ class Rollout(_HeadMeanAttention):
     summary = "Attention rollout over all layers with the residual identity (0.5 A + 0.5 I, rows renormalised)"
     paper = "Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers (ACL 2020, arXiv 2005.00928)"
 
-    def __init__(self, exclude_sinks: bool = False) -> None:
-        super().__init__(exclude_sinks)
-
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         mixed = [with_residual(a) for a in self.matrices(trace)]
         rows = carry_rows(mixed, layout.queries, lambda rows, m: rows @ m)
@@ -88,13 +86,12 @@ class GradCamAttention(AttentionMethod):
     summary = "Grad-CAM on attention: mean over heads of ReLU(gradient x attention) of one layer (default the last)"
     paper = ("Selvaraju et al. 2017, Grad-CAM: Visual Explanations from Deep Networks via Gradient-based "
              "Localization (ICCV 2017, arXiv 1610.02391), applied to attention maps")
+    options = {"layer": "the layer whose attention is weighted (0-based, negative counts from the last)",
+               "exclude_sinks": SINKS_HELP}
 
     def __init__(self, layer: int = -1, exclude_sinks: bool = False) -> None:
         super().__init__(exclude_sinks)
         self.layer = _check_layer(layer, allow_none=False)
-
-    def params(self) -> dict[str, Any]:
-        return {"layer": self.layer, **super().params()}
 
     def layers(self, n_layers: int) -> list[int]:
         return [resolve_layer(self.layer, n_layers)]
@@ -127,9 +124,6 @@ class GenericAttention(AttentionMethod):
     summary = "Generic attention explainability: R <- R + mean_h ReLU(gradient x attention) R from first to last layer"
     paper = ("Chefer, Gur & Wolf 2021, Generic Attention-model Explainability for Interpreting Bi-Modal and "
              "Encoder-Decoder Transformers (ICCV 2021, arXiv 2103.15679)")
-
-    def __init__(self, exclude_sinks: bool = False) -> None:
-        super().__init__(exclude_sinks)
 
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
         keep = slice(0, query + 1)
@@ -188,7 +182,7 @@ def token_rows_result(rows: list[torch.Tensor], layout: SequenceLayout, layers: 
 
 def resolve_layer(layer: int, n_layers: int) -> int:
     if not -n_layers <= layer < n_layers:
-        raise MethodError(f"layer {layer} is out of range for a language model with {n_layers} layers")
+        raise OptionError(f"layer {layer} is out of range for a language model with {n_layers} layers")
     return layer % n_layers
 
 
@@ -196,5 +190,5 @@ def _check_layer(layer: Any, allow_none: bool) -> int | None:
     if layer is None and allow_none:
         return None
     if isinstance(layer, bool) or not isinstance(layer, int):
-        raise MethodError(f"layer must be an integer{' or None' if allow_none else ''}, got {layer!r}")
+        raise OptionError(f"layer must be an integer{' or None' if allow_none else ''}, got {layer!r}")
     return layer

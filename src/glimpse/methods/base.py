@@ -3,58 +3,110 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from ..capture import Capture, Reducer, Trace, frozen, language_layer_count
+from ..capture import Capture, Reducer, Trace, language_layer_count
 from ..errors import MethodError
-from ..models.base import Adapter
 from ..layout import SequenceLayout
+from ..models.base import Adapter
+
+EXPLAINED = ("logit", "log_prob", "attention")
 
 
 @dataclass
 class MethodResult:
     """A method's output, indexed like the layout: V positions in image order, P in prompt order.
 
-    token_visual[t] and token_prompt[t] are answer token t's scores; visual and prompt are the
-    holistic scores over the whole answer; beta_* weight tokens into the holistic maps.
+    The core every method fills: token_visual[t] [V] and token_prompt[t] [P] are answer token t's
+    scores; visual and prompt are the holistic maps over the whole answer; token_weights[t] is the
+    weight token t carries in the holistic visual map (GLIMPSE's beta^V, 1/T for a mean, 1 for a sum).
+    `details` is the method's own section (the names its class declares in `Method.details`);
+    `notes` say which fallbacks the method took.
     """
 
     token_visual: torch.Tensor
     token_prompt: torch.Tensor
     visual: torch.Tensor
     prompt: torch.Tensor
-    beta_visual: torch.Tensor
-    beta_prompt: torch.Tensor
-    gamma: torch.Tensor
+    token_weights: torch.Tensor
     layers: list[int]
-    alpha: torch.Tensor | None = None
     probs: torch.Tensor | None = None  # p_t of each answer token; filled by `run`
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-class Method:
+class Method(ABC):
     """Base class of every explanation method.
 
     `run` gets the model, its adapter, the teacher-forced inputs and the layout, and returns a
     `MethodResult`. Attention-based methods subclass `AttentionMethod` and only write maths.
+
+    A method declares, as class attributes: `name`, `summary`, `paper`; `explains`, the quantity
+    its scores explain ("logit": the raw logit z_t of y_t, "log_prob": log p(y_t), "attention":
+    no output quantity, the attention pattern itself); `options`, the help text of every
+    constructor argument (the constructor's signature holds their defaults: one source for the
+    library, the CLI and the docs); `details`, the names and meanings of the values of its own
+    section of the result; and `token_ranking`, what `rank_tokens` ranks answer tokens by.
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     approximate: ClassVar[bool] = False
+    explains: ClassVar[str] = "logit"
+    options: ClassVar[dict[str, str]] = {}
+    details: ClassVar[dict[str, str]] = {}
+    token_ranking: ClassVar[str] = "the positive image relevance the token adds to the holistic map"
     # Whether the method can explain images that enter only through cross-attention (layouts whose V
     # are vision keys, not sequence positions: Mllama). Methods that read V off sequence rows cannot.
     cross_attention: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The options this instance runs with (every declared option, by name)."""
+        return {name: getattr(self, name) for name in self.options}
 
+    @abstractmethod
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
-        raise NotImplementedError
+        """The explanation of the answer in `inputs` (teacher forced), indexed like `layout`."""
+
+    def rank_tokens(self, result: MethodResult) -> torch.Tensor:
+        """One score per answer token, higher first, by which displays pick tokens (`token_ranking`)."""
+        return positive_contribution(result.token_weights, result.token_visual)
+
+
+def positive_contribution(weights: Any, token_visual: Any) -> Any:
+    """weights[t] * sum_v max(token_visual[t, v], 0): what token t adds to the holistic map's positive
+    mass (numpy arrays or torch tensors)."""
+    return weights * (token_visual * (token_visual > 0)).sum(1)
+
+
+def option_defaults(cls: type[Method]) -> dict[str, Any]:
+    """Every option of a method class with its default, from the constructor's signature."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: parameters[name].default for name in cls.options}
+
+
+def check_declaration(cls: type[Method]) -> None:
+    """A method class declares exactly its constructor's keyword arguments as options, with
+    defaults, and only values of its own section; raised at registration, for the method's author."""
+    parameters = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    if set(parameters) != set(cls.options):
+        raise MethodError(f"method {cls.name!r}: `options` declares {sorted(cls.options)}, but the constructor "
+                        f"takes {sorted(parameters)}")
+    missing = [name for name, default in option_defaults(cls).items() if default is inspect.Parameter.empty]
+    if missing:
+        raise MethodError(f"method {cls.name!r}: options without a default: {missing}")
+    if cls.explains not in EXPLAINED:
+        raise MethodError(f"method {cls.name!r}: explains must be one of {EXPLAINED}, got {cls.explains!r}")
+
+
+SINKS_HELP = ("zero the attention columns of the sink keys (the first position and the chat template before the "
+              "first image token) before the method's maths")
 
 
 class AttentionMethod(Method):
@@ -74,19 +126,17 @@ class AttentionMethod(Method):
     """
 
     gradients: ClassVar[str] = "per_token"
-    exclude_sinks: bool = False  # set per instance by __init__; the class default keeps older subclasses working
+    options: ClassVar[dict[str, str]] = {"exclude_sinks": SINKS_HELP}
 
     def __init__(self, exclude_sinks: bool = False) -> None:
         self.exclude_sinks = bool(exclude_sinks)
 
-    def params(self) -> dict[str, Any]:
-        return {"exclude_sinks": self.exclude_sinks}
-
     def layers(self, n_layers: int) -> list[int]:
         return list(range(n_layers))
 
+    @abstractmethod
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """One layer's attention (and gradient) reduced to what `combine` needs."""
 
     def reduce_cross_layer(self, attn: torch.Tensor, grad: torch.Tensor | None,
                            query: int) -> dict[str, torch.Tensor]:
@@ -94,8 +144,9 @@ class AttentionMethod(Method):
         Only methods with `cross_attention = True` implement it."""
         raise NotImplementedError
 
+    @abstractmethod
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
-        raise NotImplementedError
+        """The result from every answer token's reduced layers."""
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
@@ -144,14 +195,13 @@ def without_keys(reduce: Reducer, keys: list[int]) -> Reducer:
 def result_from_tokens(token_visual: torch.Tensor, token_prompt: torch.Tensor, layers: list[int],
                        weights: torch.Tensor) -> MethodResult:
     """A result whose holistic maps weigh every answer token by the same `weights` [T] in both
-    modalities: visual = weights @ token_visual, prompt = weights @ token_prompt, gamma = weights^2.
-    Baselines use 1/T (the mean over tokens) or 1 (the sum, for attributions of the answer's
-    log-likelihood, which is the sum of its tokens' log-probabilities)."""
+    modalities: visual = weights @ token_visual, prompt = weights @ token_prompt. Baselines use 1/T
+    (the mean over tokens) or 1 (the sum, for attributions of the answer's log-likelihood, which
+    is the sum of its tokens' log-probabilities)."""
     weights = weights.float()
-    return MethodResult(
-        token_visual=token_visual.float(), token_prompt=token_prompt.float(),
-        visual=weights @ token_visual.float(), prompt=weights @ token_prompt.float(),
-        beta_visual=weights.clone(), beta_prompt=weights.clone(), gamma=weights * weights, layers=layers)
+    return MethodResult(token_visual=token_visual.float(), token_prompt=token_prompt.float(),
+                        visual=weights @ token_visual.float(), prompt=weights @ token_prompt.float(),
+                        token_weights=weights.clone(), layers=layers)
 
 
 def logits_kwargs(model: Any, n_answer: int) -> dict[str, int]:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
 
 import torch
 
-from ..capture import Trace, TokenTrace
-from ..errors import MethodError
+from ..capture import TokenTrace, Trace
+from ..errors import OptionError, note
 from ..layout import SequenceLayout
-from .base import AttentionMethod, MethodResult
+from .base import SINKS_HELP, AttentionMethod, MethodResult
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
@@ -36,27 +35,38 @@ class Glimpse(AttentionMethod):
     summary = "Gradient-weighted attention propagated over layers with a depth prior, tokens weighted by relevance"
     paper = "Shen 2025, GLIMPSE: Holistic Cross-Modal Explainability for Large Generative VLMs (arXiv 2506.18985)"
     cross_attention = True
+    options = {
+        "head_lambda": "head-fusion temperature lambda (> 0): lower picks the most gradient-coherent heads",
+        "depth_lambda": "depth-prior strength lambda_d: deeper layers weigh more",
+        "layer_fraction": "propagate through this last fraction of the layers, in (0, 1]",
+        "token_weighting": f"how answer tokens weigh into the holistic maps: {' | '.join(WEIGHTINGS)}",
+        "exclude_sinks": SINKS_HELP,
+        "depth_scale": "None, or 'auto': depth_lambda * 64 / layers (the paper tuned depth_lambda on 64 layers)",
+    }
+    details = {
+        "alpha": "[T, layers] per-token layer weights alpha^l (Step 3)",
+        "head_weights": "[T, layers, heads] per-token head-fusion weights w_l^h (Step 2)",
+        "beta_prompt": "[T] token weights of the holistic prompt map beta^P (Step 4; beta^V is token_weights)",
+        "gamma": "[T] joint token relevance beta^V * beta^P (Step 4), by which answer tokens are ranked",
+    }
+    token_ranking = "gamma = beta^V * beta^P, GLIMPSE's joint token relevance"
 
     def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
                  token_weighting: str = "full", exclude_sinks: bool = False, depth_scale: str | None = None) -> None:
         super().__init__(exclude_sinks)
         if depth_scale not in (None, "auto"):
-            raise MethodError(f"depth_scale must be None or 'auto', got {depth_scale!r}")
+            raise OptionError(f"depth_scale must be None or 'auto', got {depth_scale!r}")
         self.depth_scale = depth_scale
         if head_lambda <= 0:
-            raise MethodError(f"head_lambda must be > 0, got {head_lambda}")
+            raise OptionError(f"head_lambda must be > 0, got {head_lambda}")
         if not 0 < layer_fraction <= 1:
-            raise MethodError(f"layer_fraction must be in (0, 1], got {layer_fraction}")
+            raise OptionError(f"layer_fraction must be in (0, 1], got {layer_fraction}")
         if token_weighting not in WEIGHTINGS:
-            raise MethodError(f"token_weighting must be one of {', '.join(WEIGHTINGS)}, got {token_weighting!r}")
+            raise OptionError(f"token_weighting must be one of {', '.join(WEIGHTINGS)}, got {token_weighting!r}")
         self.head_lambda = head_lambda
         self.depth_lambda = depth_lambda
         self.layer_fraction = layer_fraction
         self.token_weighting = token_weighting
-
-    def params(self) -> dict[str, Any]:
-        return {"head_lambda": self.head_lambda, "depth_lambda": self.depth_lambda, "depth_scale": self.depth_scale,
-                "layer_fraction": self.layer_fraction, "token_weighting": self.token_weighting, **super().params()}
 
     def effective_depth_lambda(self, n_layers: int) -> float:
         """depth_lambda, or with depth_scale="auto" depth_lambda * 64 / n_layers (the whole model's depth)."""
@@ -81,26 +91,45 @@ class Glimpse(AttentionMethod):
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
         cross = frozenset(trace.cross_layers)
+        notes: list[str] = []
+        if layout.cross_attention and not cross:
+            note(notes, f"layer_fraction={self.layer_fraction} leaves out every cross-attention layer, the only "
+                        "layers that carry the image: the image maps are zero")
         prior = depth_prior(layers, self.effective_depth_lambda(trace.n_layers))
-        rows, key_rows, alphas = [], [], []
-        for token in trace.tokens:
-            alpha = layer_weights(torch.stack([token.layers[l]["evidence"] for l in layers]), prior)
+        rows, key_rows, alphas, no_evidence = [], [], [], []
+        for t, token in enumerate(trace.tokens):
+            evidence = torch.stack([token.layers[l]["evidence"] for l in layers])
+            if not evidence.any():
+                no_evidence.append(t)
+            alpha = layer_weights(evidence, prior)
             row, keys = propagate(token, layers, alpha, cross)
             rows.append(row)
             key_rows.append(keys)
             alphas.append(alpha)
+        if no_evidence:
+            note(notes, f"answer token(s) {no_evidence}: no layer has gradient, so the layer weights are the depth prior")
         visual_idx = torch.tensor(layout.image_positions, dtype=torch.long)
         prompt_idx = torch.tensor(layout.prompt, dtype=torch.long)
         token_visual = torch.stack([visual_scores(r, k, layout.cross_attention, visual_idx)
                                     for r, k in zip(rows, key_rows)])
         token_prompt = torch.stack([r[prompt_idx] for r in rows])
         probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
-        beta_visual, beta_prompt = token_weights(probs, token_prompt.mean(1), token_visual.mean(1), self.token_weighting)
+        weights = token_weights(probs, token_prompt.mean(1), token_visual.mean(1), self.token_weighting)
+        for name, (_, uniform) in zip(("visual", "prompt"), weights):
+            if uniform:
+                note(notes, f"the {name} map's token weights ({self.token_weighting}) are all zero: "
+                            "tokens are weighted uniformly")
+        (beta_visual, _), (beta_prompt, _) = weights
+        heads = torch.stack([torch.stack([t.layers[l]["head_weights"] for l in layers]) for t in trace.tokens])
         return MethodResult(
             token_visual=token_visual, token_prompt=token_prompt,
-            visual=beta_visual @ token_visual, prompt=beta_prompt @ token_prompt,
-            beta_visual=beta_visual, beta_prompt=beta_prompt, gamma=beta_visual * beta_prompt,
-            layers=layers, alpha=torch.stack(alphas))
+            visual=beta_visual @ token_visual, prompt=beta_prompt @ token_prompt, token_weights=beta_visual,
+            layers=layers, notes=notes,
+            details={"alpha": torch.stack(alphas), "head_weights": heads, "beta_prompt": beta_prompt,
+                     "gamma": beta_visual * beta_prompt})
+
+    def rank_tokens(self, result: MethodResult) -> torch.Tensor:
+        return result.details["gamma"]
 
 
 class GlimpseFast(Glimpse):
@@ -197,8 +226,9 @@ def visual_scores(row: torch.Tensor, keys: torch.Tensor | None, cross_attention:
 
 
 def token_weights(probs: torch.Tensor, prompt_align: torch.Tensor, visual_align: torch.Tensor,
-                  mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step 4: beta^V (weights the visual map) and beta^P (weights the prompt map).
+                  mode: str) -> tuple[tuple[torch.Tensor, bool], tuple[torch.Tensor, bool]]:
+    """Step 4: beta^V (weights the visual map) and beta^P (weights the prompt map), each with
+    whether it fell back to uniform weights (all raw weights zero).
 
     In "full" mode they cross on purpose: the visual map weighs a token by its prompt alignment
     and the prompt map by its visual alignment, each times the token's probability.
@@ -210,11 +240,12 @@ def token_weights(probs: torch.Tensor, prompt_align: torch.Tensor, visual_align:
         "prompt": (prompt_align, visual_align),
         "uniform": (ones, ones),
     }[mode]
-    return _normalise(weights[0]), _normalise(weights[1])
+    return normalise(weights[0]), normalise(weights[1])
 
 
-def _normalise(weights: torch.Tensor) -> torch.Tensor:
+def normalise(weights: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Weights divided by their sum, or uniform (and True) when they sum to zero."""
     total = weights.sum()
     if total > 0:
-        return weights / total
-    return torch.full_like(weights, 1.0 / len(weights))
+        return weights / total, False
+    return torch.full_like(weights, 1.0 / len(weights)), True

@@ -25,16 +25,18 @@ normalisation of intensity 0, (0 - mean) / std per channel, read from processor.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import MethodError
-from ..models.base import Adapter
-from ..layout import SequenceLayout
 from ..capture import frozen
+from ..errors import MethodError, OptionError
+from ..layout import SequenceLayout
+from ..models.base import Adapter
 from .base import Method, MethodResult, answer_logits, result_from_tokens
 
 BASELINES = ("mean", "black")
@@ -47,6 +49,7 @@ class PixelMethod(Method):
     # Image tokens are reached through their pixel blocks (token_patches), never through sequence
     # rows, so images that enter by cross-attention (Mllama's vision keys) are explained the same way.
     cross_attention = True
+    explains = "log_prob"
 
     def __init__(self, batch_size: int) -> None:
         self.batch_size = _positive_int("batch_size", batch_size)
@@ -55,24 +58,25 @@ class PixelMethod(Method):
             layout: SequenceLayout) -> MethodResult:
         if inputs.get("pixel_values") is None:
             raise MethodError(f"method {self.name!r} needs pixel_values, which this model's processor does not give")
-        try:
-            patches = adapter.token_pixel_blocks(inputs, layout)
-        except NotImplementedError:
+        if not adapter.pixel_blocks:
             raise MethodError(f"method {self.name!r} needs the {adapter.family or type(adapter).__name__} adapter to "
-                              "map image tokens to pixel blocks (token_patches), which it does not") from None
+                              "map image tokens to pixel blocks, which it does not")
+        patches = adapter.token_pixel_blocks(inputs, layout)
         with frozen(model):
             with torch.no_grad():
                 clean = answer_log_probs(model, inputs, layout)[0]
-            token_visual, token_prompt = self.attribute(model, adapter, inputs, layout, clean, patches)
+            token_visual, token_prompt, details = self.attribute(model, adapter, inputs, layout, clean, patches)
         result = result_from_tokens(token_visual, token_prompt, [], torch.ones(len(layout.answer)))
         result.probs = clean.exp().cpu()
+        result.details.update(details)
         return result
 
+    @abstractmethod
     def attribute(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor], layout: SequenceLayout,
-                  clean: torch.Tensor, patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(token_visual [T, V], token_prompt [T, P]); `clean` holds log p(y_t) of the unperturbed input
-        and `patches` every image token's block of pixel_values (an index, see `token_pixel_blocks`)."""
-        raise NotImplementedError
+                  clean: torch.Tensor, patches: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(token_visual [T, V], token_prompt [T, P], the values of the method's `details`); `clean` holds
+        log p(y_t) of the unperturbed input and `patches` every image token's block of pixel_values (an
+        index, see `token_pixel_blocks`)."""
 
 
 class InputGradient(PixelMethod):
@@ -87,14 +91,12 @@ class InputGradient(PixelMethod):
     def __init__(self) -> None:
         super().__init__(1)
 
-    def params(self) -> dict[str, Any]:
-        return {}
-
     def attribute(self, model, adapter, inputs, layout, clean, patches):
         # The straight-path formula with the zero (normalised) baseline and the single point x.
         one = torch.ones(1, dtype=torch.float64)
         zero = torch.zeros_like(inputs["pixel_values"])
-        return path_attributions(model, inputs, layout, patches, zero, one, one, self.batch_size)
+        token_visual, token_prompt, _ = path_attributions(model, inputs, layout, patches, zero, one, one, 1)
+        return token_visual, token_prompt, {}
 
 
 class IntegratedGradients(PixelMethod):
@@ -107,20 +109,31 @@ class IntegratedGradients(PixelMethod):
     summary = "Integrated gradients of each answer token's log-probability from a black image, pooled per image token"
     paper = "Sundararajan, Taly & Yan 2017, Axiomatic Attribution for Deep Networks (ICML 2017, arXiv 1703.01365)"
 
+    options = {"steps": "Gauss-Legendre points on the path", "baseline": f"the pixel baseline: {' | '.join(BASELINES)}",
+               "batch_size": "path points per forward pass"}
+    details = {"completeness_error": "[T] sum of the pixel attributions minus (log p(y_t | x) - log p(y_t | x')): "
+                                     "zero for exact integration",
+               "prompt_completeness_error": "[T] the same for the prompt embeddings' attributions (from the zero "
+                                            "embedding, pixels fixed)"}
+
     def __init__(self, steps: int = 32, baseline: str = "black", batch_size: int = 8) -> None:
         super().__init__(batch_size)
         self.steps = _positive_int("steps", steps)
         self.baseline = _choice("baseline", baseline, BASELINES)
 
-    def params(self) -> dict[str, Any]:
-        return {"steps": self.steps, "baseline": self.baseline, "batch_size": self.batch_size}
-
     def attribute(self, model, adapter, inputs, layout, clean, patches):
         nodes, weights = np.polynomial.legendre.leggauss(self.steps)
         alphas = torch.from_numpy((nodes + 1) / 2)
         baseline = pixel_baseline(adapter, inputs["pixel_values"], self.baseline)
-        return path_attributions(model, inputs, layout, patches, baseline, alphas, torch.from_numpy(weights / 2),
-                                 self.batch_size)
+        token_visual, token_prompt, totals = path_attributions(model, inputs, layout, patches, baseline, alphas,
+                                                               torch.from_numpy(weights / 2), self.batch_size)
+        with torch.no_grad():
+            at_baseline = answer_log_probs(model, dict(inputs, pixel_values=baseline), layout)[0]
+            with scaled_prompt_embeddings(model, layout.prompt, torch.zeros(1)):
+                at_zero_prompt = answer_log_probs(model, inputs, layout)[0]
+        return token_visual, token_prompt, {
+            "completeness_error": totals[0] - (clean - at_baseline).float().cpu(),
+            "prompt_completeness_error": totals[1] - (clean - at_zero_prompt).float().cpu()}
 
 
 class Occlusion(PixelMethod):
@@ -135,6 +148,11 @@ class Occlusion(PixelMethod):
     summary = "Occlusion: drop of each answer token's log-probability when an image-token block is replaced by a baseline"
     paper = "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks (ECCV 2014, arXiv 1311.2901)"
 
+    options = {"window": "side of the occluded square of image tokens", "stride": "tokens between windows",
+               "baseline": f"what occluded pixels become: {' | '.join(BASELINES)}",
+               "prompt_token": f"the token that replaces a question token: {' | '.join(PROMPT_TOKENS)}",
+               "batch_size": "occluded inputs per forward pass"}
+
     def __init__(self, window: int = 1, stride: int = 1, baseline: str = "mean", prompt_token: str = "auto",
                  batch_size: int = 16) -> None:
         super().__init__(batch_size)
@@ -142,10 +160,6 @@ class Occlusion(PixelMethod):
         self.stride = _positive_int("stride", stride)
         self.baseline = _choice("baseline", baseline, BASELINES)
         self.prompt_token = _choice("prompt_token", prompt_token, PROMPT_TOKENS)
-
-    def params(self) -> dict[str, Any]:
-        return {"window": self.window, "stride": self.stride, "baseline": self.baseline,
-                "prompt_token": self.prompt_token, "batch_size": self.batch_size}
 
     def attribute(self, model, adapter, inputs, layout, clean, patches):
         pixels = inputs["pixel_values"]
@@ -174,7 +188,7 @@ class Occlusion(PixelMethod):
             return {"input_ids": changed}
 
         token_prompt = self._drops(model, inputs, layout, clean, [masked(p) for p in layout.prompt]).T
-        return token_visual, token_prompt
+        return token_visual, token_prompt, {}
 
     def _drops(self, model: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout, clean: torch.Tensor,
                changes: list[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -249,9 +263,10 @@ def integrate(forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 def path_attributions(model: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout, patches: list[tuple],
                       baseline: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor,
-                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """(x - x') * sum_k w_k grad f(x' + a_k (x - x')) on the pixels (pooled per image token) and the
-    same from the zero embedding on the question tokens' embeddings (summed over the hidden size)."""
+    same from the zero embedding on the question tokens' embeddings (summed over the hidden size),
+    with each one's total per answer token over every pixel and every question token."""
     pixels = inputs["pixel_values"]
     n_answer = len(layout.answer)
 
@@ -262,7 +277,8 @@ def path_attributions(model: Any, inputs: dict[str, torch.Tensor], layout: Seque
         return answer_log_probs(model, batch, layout), points
 
     pixel_grads = integrate(pixel_forward, alphas, weights, batch_size, n_answer)
-    token_visual = pool_to_tokens((pixels - baseline).float().cpu() * pixel_grads.cpu(), patches)
+    pixel_attribution = (pixels - baseline).float().cpu() * pixel_grads.cpu()
+    token_visual = pool_to_tokens(pixel_attribution, patches)
 
     embeddings: dict[str, torch.Tensor] = {}
 
@@ -274,7 +290,7 @@ def path_attributions(model: Any, inputs: dict[str, torch.Tensor], layout: Seque
 
     prompt_grads = integrate(prompt_forward, alphas, weights, batch_size, n_answer)
     token_prompt = (embeddings["value"].float().cpu() * prompt_grads.cpu()).sum(-1)
-    return token_visual, token_prompt
+    return token_visual, token_prompt, (pixel_attribution.flatten(1).sum(1), token_prompt.sum(1))
 
 
 @contextmanager
@@ -323,11 +339,11 @@ def _starts(size: int, window: int, stride: int) -> list[int]:
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise MethodError(f"{name} must be a positive integer, got {value!r}")
+        raise OptionError(f"{name} must be a positive integer, got {value!r}")
     return value
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise MethodError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise OptionError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
     return value

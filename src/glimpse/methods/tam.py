@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 
 from ..capture import frozen, language_layer_count
-from ..errors import MethodError
-from ..models.base import Adapter
+from ..errors import CostWarning, OptionError, note
 from ..layout import SequenceLayout
+from ..models.base import Adapter
 from .base import Method, MethodResult, answer_logits, result_from_tokens
 
 
@@ -56,15 +56,16 @@ class TokenActivationMap(Method):
     summary = "Token Activation Map: LM-head logit at each image token, context interference removed, rank-Gaussian filtered"
     paper = ("Li, Wang, Ding, Wang & Li 2025, Token Activation Map to Visually Explain Multimodal LLMs "
              "(ICCV 2025, arXiv 2506.23270)")
+    options = {"causal_inference": "remove the context tokens' interference (estimated causal inference)",
+               "kernel_size": "side of the rank Gaussian filter's window (odd; 1 switches the filter off)"}
+    details = {"interference_scale": "[T] least-squares scale s of the context interference removed from each "
+                                     "token's map (0 where nothing was removed)"}
 
     def __init__(self, causal_inference: bool = True, kernel_size: int = 3) -> None:
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-            raise MethodError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+            raise OptionError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
         self.causal_inference = bool(causal_inference)
         self.kernel_size = kernel_size
-
-    def params(self) -> dict[str, Any]:
-        return {"causal_inference": self.causal_inference, "kernel_size": self.kernel_size}
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
@@ -72,18 +73,23 @@ class TokenActivationMap(Method):
         answer_ids = ids[list(layout.answer)]
         prompt_ids = ids[list(layout.prompt)]
         classes = torch.cat([answer_ids, prompt_ids])
-        activation, probs = class_activations(model, inputs, layout, classes)
+        activation, probs, refit = class_activations(model, inputs, layout, classes)
         result = token_activation_maps(activation, layout, answer_ids.cpu(), prompt_ids.cpu(),
                                        self.causal_inference, self.kernel_size)
+        if refit:
+            note(result.notes, "the LM head on the last hidden states does not reproduce this model's logits "
+                               "(soft-capping or an un-normed last hidden state): TAM ran a second forward pass "
+                               "for the model's own logits", CostWarning)
         result.layers = [language_layer_count(model) - 1]
         result.probs = probs
         return result
 
 
 def class_activations(model: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout,
-                      classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """a[i, k] = logit of class `classes[k]` at every position i ([N, K], float32, CPU) and the
-    probabilities p_t of the answer tokens, from one forward pass with the last hidden states."""
+                      classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """a[i, k] = logit of class `classes[k]` at every position i ([N, K], float32, CPU), the
+    probabilities p_t of the answer tokens, and whether a second forward pass was needed for the
+    model's own logits (one forward pass with the last hidden states usually gives both)."""
     n_answer = len(layout.answer)
     classes = classes.cpu()
     answer = torch.arange(n_answer)
@@ -97,13 +103,14 @@ def class_activations(model: Any, inputs: dict[str, torch.Tensor], layout: Seque
         activation, logits = activation.float().cpu(), logits[0].cpu()
         expected = logits[answer, classes[:n_answer]]
         own = activation[torch.tensor(layout.queries), answer]
-        if not torch.allclose(own, expected, rtol=1e-3, atol=1e-3 * max(1.0, float(expected.abs().max()))):
+        refit = not torch.allclose(own, expected, rtol=1e-3, atol=1e-3 * max(1.0, float(expected.abs().max())))
+        if refit:
             # The head on the hidden states is not the model's logits (soft-capping, an un-normed
             # last hidden state, ...): take the model's own logits for the classes instead.
             full = model(**inputs, use_cache=False).logits[0]
             activation = full[:, classes.to(full.device)].float().cpu()
     probs = torch.softmax(logits, -1)[answer, classes[:n_answer]]
-    return activation, probs
+    return activation, probs, refit
 
 
 def token_activation_maps(activation: torch.Tensor, layout: SequenceLayout, answer_ids: torch.Tensor,
@@ -118,7 +125,7 @@ def token_activation_maps(activation: torch.Tensor, layout: SequenceLayout, answ
     context_ids = torch.cat([prompt_ids, answer_ids])
     context_maps = torch.cat([raw[n_answer:], raw[:n_answer]])
     context_rows = torch.cat([prompt, torch.tensor(layout.queries, dtype=torch.long)])
-    maps = []
+    maps, scales = [], torch.zeros(n_answer)
     for t in range(n_answer):
         own = raw[t]
         if causal_inference:
@@ -126,20 +133,23 @@ def token_activation_maps(activation: torch.Tensor, layout: SequenceLayout, answ
             usable = torch.arange(len(context_ids)) < len(prompt_ids) + t
             usable &= context_ids != answer_ids[t]
             weights = activation[context_rows[usable], t].clamp(min=0)
-            own = remove_interference(own, weights @ context_maps[usable])
+            own, scales[t] = remove_interference(own, weights @ context_maps[usable])
         maps.append(rank_gaussian_filter_tiles(own, layout, kernel_size))
     token_visual = torch.stack(maps)
     token_prompt = activation[prompt, :n_answer].T.clamp(min=0)
     uniform = torch.full((n_answer,), 1.0 / n_answer)
-    return result_from_tokens(token_visual, token_prompt, [], uniform)
+    result = result_from_tokens(token_visual, token_prompt, [], uniform)
+    result.details["interference_scale"] = scales
+    return result
 
 
-def remove_interference(own: torch.Tensor, interference: torch.Tensor) -> torch.Tensor:
-    """ReLU(m - s I) with s the least-squares scale of I onto m (m unchanged when I = 0)."""
+def remove_interference(own: torch.Tensor, interference: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(ReLU(m - s I), s) with s the least-squares scale of I onto m (m unchanged, s = 0, when I = 0)."""
     energy = interference @ interference
     if energy <= 0:
-        return own
-    return (own - (own @ interference) / energy * interference).clamp(min=0)
+        return own, 0.0
+    scale = float((own @ interference) / energy)
+    return (own - scale * interference).clamp(min=0), scale
 
 
 def rank_gaussian_filter_tiles(scores: torch.Tensor, layout: SequenceLayout, kernel_size: int) -> torch.Tensor:

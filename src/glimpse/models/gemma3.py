@@ -16,19 +16,22 @@ whole image's, and here its own tile whose box is its region of the original ima
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch, block_pairs, grid_patches, split_image_runs
 from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .grids import PixelPatch, block_pairs, grid_patches, split_image_runs
 
 
 class Gemma3Adapter(Adapter):
     family = "gemma3"
     architectures = ("Gemma3ForConditionalGeneration",)
+    pixel_blocks = True
+    prefix_lm = True  # each image block attends to itself bidirectionally
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         side = self._side()

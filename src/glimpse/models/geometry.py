@@ -10,7 +10,9 @@ import numpy as np
 from transformers.image_processing_utils import get_patch_output_size
 from transformers.image_transforms import get_resize_output_image_size
 from transformers.image_utils import ChannelDimension
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
+from ..errors import UnsupportedModelError
 from ..layout import Box
 
 
@@ -28,7 +30,8 @@ def resized_shape(height: int, width: int, size) -> tuple[int, int]:
                                                   input_data_format=ChannelDimension.FIRST))
     if _get(size, "height") and _get(size, "width"):
         return _get(size, "height"), _get(size, "width")
-    raise ValueError(f"unsupported resize size {size!r}")
+    raise UnsupportedModelError(f"the image processor's resize size {size!r} is not one glimpse can invert "
+                                "(shortest_edge, or height and width)")
 
 
 def pad_resize_crop_box(width: int, height: int, *, pad_to_square: bool, size, crop) -> Box:
@@ -78,3 +81,17 @@ def squash_box(width: int, height: int, *, size, crop) -> Box:
     side = _get(size, "shortest_edge")
     target = {"height": _get(size, "height") or side, "width": _get(size, "width") or side}
     return pad_resize_crop_box(width, height, pad_to_square=False, size=target, crop=crop)
+
+
+def tiles_and_thumbnail_boxes(width: int, height: int, image_processor, crop_to_patches: bool) -> list[Box]:
+    """Boxes of the frames the GotOcr2 image processor makes of an image (InternVL, Aya Vision), in its
+    order: the whole image stretched onto the cols x rows canvas of tiles closest to its aspect ratio
+    and cut row-major, then a thumbnail of the whole image when there is more than one tile."""
+    whole = (0.0, 0.0, float(width), float(height))
+    ip = image_processor
+    if not (crop_to_patches and ip.max_patches > 1):
+        return [whole]
+    n_cols, n_rows = get_optimal_tiled_canvas((height, width), (ip.size["height"], ip.size["width"]),
+                                              ip.min_patches, ip.max_patches)
+    boxes = grid_boxes(width, height, n_rows, n_cols)
+    return boxes + [whole] if len(boxes) > 1 else boxes

@@ -12,23 +12,25 @@ its seq_len tokens form a row-major s x s grid, s = (image_size / patch_size) / 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 from transformers import ProcessorMixin
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch, grid_patches
-from .geometry import grid_boxes
 from ..layout import ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .geometry import grid_boxes
+from .grids import PixelPatch, grid_patches
 
 
 class Idefics3Adapter(Adapter):
     family = "idefics3"
     architectures = ("Idefics3ForConditionalGeneration", "SmolVLMForConditionalGeneration")
+    pixel_blocks = True
 
-    def _apply_chat_template(self, messages: list[dict]) -> str:
+    def apply_chat_template(self, messages: list[dict]) -> str:
         # SmolVLMProcessor's own apply_chat_template reads video_processor.num_frames even for
         # images only; the generic implementation renders the same text for image prompts.
         return ProcessorMixin.apply_chat_template(self.processor, messages, add_generation_prompt=True,

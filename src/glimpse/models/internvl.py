@@ -9,14 +9,15 @@ last. Each tile is one entry of `pixel_values`; the vision tower's pixel shuffle
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
-from .base import Adapter, PixelPatch, grid_patches, split_image_runs
-from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
+from ..layout import ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .geometry import tiles_and_thumbnail_boxes
+from .grids import PixelPatch, grid_patches, split_image_runs
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -27,11 +28,14 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 class InternVLAdapter(Adapter):
     family = "internvl"
     architectures = ("InternVLForConditionalGeneration",)
+    pixel_blocks = True
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         rows, cols = self._tokens_per_tile()
         per_tile = rows * cols
-        boxes = [self._tile_boxes(image) for image in images]
+        ip = self.processor.image_processor
+        crop = bool(getattr(ip, "crop_to_patches", False))
+        boxes = [tiles_and_thumbnail_boxes(image.width, image.height, ip, crop) for image in images]
         positions = self.image_token_positions(inputs)
         runs = split_image_runs(positions, [len(image_boxes) * per_tile for image_boxes in boxes])
         return [ImageLayout(image.width, image.height,
@@ -50,16 +54,3 @@ class InternVLAdapter(Adapter):
         config = self.model.config
         (h, w), (ph, pw) = _pair(config.vision_config.image_size), _pair(config.vision_config.patch_size)
         return int(h // ph * config.downsample_ratio), int(w // pw * config.downsample_ratio)
-
-    def _tile_boxes(self, image: Image.Image) -> list[Box]:
-        """Each tile's box in original coordinates, in the processor's order (thumbnail last)."""
-        ip = self.processor.image_processor
-        whole = (0.0, 0.0, float(image.width), float(image.height))
-        if not (getattr(ip, "crop_to_patches", False) and ip.max_patches > 1):
-            return [whole]
-        size = ip.size
-        n_cols, n_rows = get_optimal_tiled_canvas((image.height, image.width), (size["height"], size["width"]),
-                                                  ip.min_patches, ip.max_patches)
-        tw, th = image.width / n_cols, image.height / n_rows
-        boxes = [(c * tw, r * th, (c + 1) * tw, (r + 1) * th) for r in range(n_rows) for c in range(n_cols)]
-        return boxes + [whole] if len(boxes) > 1 else boxes

@@ -7,20 +7,22 @@ the image (optional pad to square, resize, centre crop), which `geometry` maps b
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch, grid_patches
-from .geometry import pad_resize_crop_box
 from ..layout import ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .geometry import pad_resize_crop_box
+from .grids import PixelPatch, grid_patches
 
 
 class LlavaAdapter(Adapter):
     family = "llava"
     architectures = ("LlavaForConditionalGeneration",)
+    pixel_blocks = True
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         positions = self.image_token_positions(inputs)

@@ -20,8 +20,8 @@ image of a multi-image sample (`batch_num_images` > 1) as a base view only, padd
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from PIL import Image
@@ -29,9 +29,10 @@ from transformers.image_processing_utils import select_best_resolution
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch, grid_patches, split_image_runs
-from .geometry import fit_pad_box, pad_resize_crop_box, resized_shape, squash_box
 from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .geometry import fit_pad_box, pad_resize_crop_box, resized_shape, squash_box
+from .grids import PixelPatch, grid_patches, split_image_runs
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class _Packed:
 class LlavaNextAdapter(Adapter):
     family = "llava-next"
     architectures = ("LlavaNextForConditionalGeneration",)
+    pixel_blocks = True
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         positions = self.image_token_positions(inputs)

@@ -16,22 +16,27 @@ through that resize; tiles past the resized image extend beyond the original ima
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 from PIL import Image
-from transformers.models.mllama.image_processing_pil_mllama import (get_all_supported_aspect_ratios,
-                                                                    get_image_size_fit_to_canvas)
+from transformers.models.mllama.image_processing_pil_mllama import (
+    get_all_supported_aspect_ratios,
+    get_image_size_fit_to_canvas,
+)
 
 from ..errors import CaptureError
-from .base import Adapter, PixelPatch, grid_patches
 from ..layout import VISION_KEYS, Box, ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .grids import PixelPatch, grid_patches
 
 
 class MllamaAdapter(Adapter):
     family = "mllama"
     architectures = ("MllamaForConditionalGeneration",)
+    pixel_blocks = True
+    cross_attention_images = True
 
     def cross_attention_layers(self) -> tuple[int, ...]:
         return tuple(int(layer) for layer in self.model.config.text_config.cross_attention_layers)

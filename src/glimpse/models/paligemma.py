@@ -11,18 +11,19 @@ or pad, so the layout code is that adapter's.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from .base import block_pairs
 from ..layout import SequenceLayout
+from .grids import block_pairs
 from .llava import LlavaAdapter
 
 
 class PaliGemmaAdapter(LlavaAdapter):
     family = "paligemma"
     architectures = ("PaliGemmaForConditionalGeneration",)
+    prefix_lm = True  # the whole prompt is one bidirectional prefix
 
     def render_prompt(self, question: str, n_images: int, system_prompt: str | None = None) -> str:
         # No template and no system slot: a system prompt can only be text before the question.

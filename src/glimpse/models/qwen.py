@@ -11,14 +11,15 @@ attention, which capture handles generically), not in this layout.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
 
 from ..errors import CaptureError
-from .base import Adapter, split_image_runs
 from ..layout import ImageLayout, ImageTile, SequenceLayout
+from .base import Adapter
+from .grids import split_image_runs
 
 
 class QwenVLAdapter(Adapter):
@@ -29,6 +30,7 @@ class QwenVLAdapter(Adapter):
     family = "qwen-vl"
     architectures = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
                      "Qwen3VLForConditionalGeneration", "Qwen3_5ForConditionalGeneration")
+    pixel_blocks = True
 
     def image_layouts(self, inputs: dict[str, torch.Tensor], images: Sequence[Image.Image]) -> list[ImageLayout]:
         grids = inputs["image_grid_thw"].tolist()
@@ -54,6 +56,6 @@ class QwenVLAdapter(Adapter):
         return blocks
 
     def black_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        black = self._black_per_channel(pixels)
+        black = self.black_per_channel()
         # Columns are (channel, temporal, patch, patch) flattened: each channel owns a contiguous run.
         return black.to(pixels).repeat_interleave(pixels.shape[-1] // len(black)).expand_as(pixels).clone()

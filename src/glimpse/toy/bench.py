@@ -1,21 +1,20 @@
-"""Exact-match accuracy of a toy model on held-out shapes-world scenes.
+"""Exact-match accuracy of a toy model on held-out shapes-world scenes, and the bench's text output.
 
 The held-out set is ``world.make_dataset(n, HELDOUT_SEED)``: sample ``i`` comes from ``default_rng([HELDOUT_SEED, i])``.
 Training draws its data from ``default_rng([train.TRAIN_TAG, seed, stage, step, b])`` (five entries, first one
 ``TRAIN_TAG``), a different seed sequence, so no training scene is ever a benchmark scene.
 
-    python -m glimpse.toy.bench [MODEL_FOLDER] [--n 1000]
+    glimpse toy bench [--model FOLDER] [--n 1000] [--n-localisation 200]
 """
 from __future__ import annotations
 
-import argparse
-import json
-import time
+from typing import Any
 
 import torch
 
-from glimpse.toy import model as toy_model
-from glimpse.toy import world
+from ..errors import OptionError
+from . import model as toy_model
+from . import world
 
 HELDOUT_SEED = 424_242
 
@@ -47,23 +46,44 @@ def evaluate_accuracy(model, processor, n: int = 1000, seed: int = HELDOUT_SEED,
             "per_type": per_type, "count_per_type": {q: len(h) for q, h in hits.items()}}
 
 
-def main(argv: list[str] | None = None) -> None:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def parse_variants(spec: str) -> dict[str, dict[str, Any]]:
+    """Comma-separated METHOD or METHOD:KEY=VALUE[:KEY=VALUE...] entries as keyword arguments of
+    `glimpse.explain` per entry; every name and option is checked now, before anything slow."""
+    from ..methods import get_method, parse_options
 
-    parser = argparse.ArgumentParser(description="held-out exact-match accuracy of a toy model folder")
-    parser.add_argument("folder", nargs="?", default=str(toy_model.default_model_path()))
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=HELDOUT_SEED)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    processor = AutoProcessor.from_pretrained(args.folder)
-    model = AutoModelForImageTextToText.from_pretrained(args.folder)
-    t0 = time.monotonic()
-    result = evaluate_accuracy(model, processor, n=args.n, seed=args.seed)
-    result["seconds"] = round(time.monotonic() - t0, 1)
-    print(json.dumps(result))
+    variants = {}
+    for entry in (part.strip() for part in spec.split(",") if part.strip()):
+        name, *pairs = entry.split(":")
+        options = parse_options(pairs)
+        get_method(name, **options)
+        variants[entry] = {"method": name, **options}
+    if not variants:
+        raise OptionError("no method named: give at least one, e.g. glimpse")
+    return variants
 
 
-if __name__ == "__main__":
-    main()
+def accuracy_lines(accuracy: dict) -> list[str]:
+    lines = [f"exact-match accuracy on {accuracy['n']} held-out scenes (seed {accuracy['seed']}): "
+             f"{accuracy['overall']:.1%}"]
+    for qtype, value in sorted(accuracy["per_type"].items()):
+        lines.append(f"  type {qtype}: {value:.1%} (n={accuracy['count_per_type'][qtype]})")
+    return lines
+
+
+def localisation_lines(result: dict, n_scenes: int) -> list[str]:
+    """The localisation tables of `evaluate_localisation`'s result, as printed by `glimpse toy bench`."""
+    methods = result["methods"]
+    width = max(16, 2 + max(map(len, methods)))
+    lines = [f"localisation on {result['n_questions']} type 1-3 questions of {n_scenes} scenes "
+             f"(explaining the model's own answers; {result['n_correct']} answered correctly):",
+             f"  {'':<{width}}{'holistic map':^40}{'answer-word token map (correct)':^34}",
+             f"  {'method':<{width}}{'pointing':>10}{'pointing|correct':>18}{'energy':>12}{'pointing':>16}{'energy':>12}"]
+    lines += [f"  {name:<{width}}{row['pointing']:>10.1%}{row['pointing_when_correct']:>18.1%}{row['energy']:>12.1%}"
+              f"{row['answer_word_pointing']:>16.1%}{row['answer_word_energy']:>12.1%}" for name, row in methods.items()]
+    lines.append(f"  chance: pointing {result['chance_pointing']:.1%}, "
+                 f"energy {result['mask_share']:.1%} (the object's share of the image)")
+    lines.append("holistic-map pointing by question type (1 colour, 2 shape, 3 location):")
+    lines.append(f"  {'method':<{width}}" + "".join(f"{f'type {q} (n={n})':>16}" for q, n in result["n_by_type"].items()))
+    lines += [f"  {name:<{width}}" + "".join(f"{v:>16.1%}" for v in row["pointing_by_type"].values())
+              for name, row in methods.items()]
+    return lines

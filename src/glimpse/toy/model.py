@@ -10,16 +10,23 @@ so ``decode(..., skip_special_tokens=True)`` gives back the world's answer text 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import (CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
-                          LlavaForConditionalGeneration, LlavaImageProcessorPil, LlavaProcessor,
-                          PreTrainedTokenizerFast)
+from transformers import (
+    CLIPVisionConfig,
+    GenerationConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaImageProcessorPil,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
 from glimpse.toy import world
+from glimpse.toy.recipe import Dims
 
 IMAGE_SIZE = 224
 PATCH = 16
@@ -43,18 +50,6 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
-
-
-@dataclass(frozen=True)
-class Dims:
-    """Model widths/depths. The defaults are the shipped model; tests use tiny ones."""
-    vision_width: int = 128
-    vision_layers: int = 4
-    vision_heads: int = 4
-    text_width: int = 256
-    text_layers: int = 4  # with 3 the location question stalls at 80% (docs/toy.md, "Why three layers miss location")
-    text_heads: int = 16
-    text_mlp: int = 768
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

@@ -22,24 +22,24 @@ with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModelForImageTextToText
 
+from glimpse.errors import TrainingError
 from glimpse.toy import model as toy_model
 from glimpse.toy import world
+from glimpse.toy.recipe import TrainConfig
 
 TRAIN_TAG = 7_001  # first entry of every training seed sequence; the benchmark never uses it
 N_SHAPE, N_COLOR, N_QUAD, N_COUNT = len(world.SHAPES) + 1, len(world.COLORS) + 1, 5, 4
@@ -47,36 +47,6 @@ QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 MIN_PATCH_PIXELS = 32  # a patch belongs to an object if at least 1/8 of its pixels are that object's
 
 log = logging.getLogger("glimpse.toy.train")
-
-
-@dataclass
-class TrainConfig:
-    dims: toy_model.Dims = field(default_factory=toy_model.Dims)
-    dense_steps: int = 2200
-    answer_steps: int = 2200
-    dense_batch: int = 32
-    batch: int = 32
-    turns: int = 4  # questions per image in the answer stage: more answer signal per (costly) image forward
-    dense_lr: float = 2e-3
-    lr: float = 1e-3  # projector + language model (fresh)
-    vision_lr: float = 5e-4  # tower + dense head in the answer stage
-    aux_weight: float = 0.5  # dense loss kept during the answer stage (unused with freeze_tower)
-    freeze_tower: bool = True  # answer stage: tower (and dense head) fixed; no tower backward, no aux loss
-    init_tower: str = ""  # model folder whose vision tower replaces the fresh one (to iterate on the LM side)
-    init_model: str = ""  # model folder whose weights start the whole model (deeper language model: see grow)
-    pooled_weight: float = 1.0
-    warmup: int = 50
-    weight_decay: float = 0.01
-    bf16: bool = True
-    ckpt_every_s: float = 180.0
-    # Compute threads per stage, plus ``workers`` data processes. The dense stage is data-bound (0.51 s/step with 1
-    # thread, 0.44 with 2) and its tower backward is not bitwise the same across thread counts, so it keeps 1. The
-    # frozen-tower answer stage gives bitwise the same weights with 1 and 2 threads (measured over 40 full-size
-    # steps; tested) and runs 1.56x faster with 2 (1.40 vs 2.18 s/step on an idle machine, 3 language layers). Two
-    # threads slow down badly when another process takes a core: leave the machine to the run.
-    dense_threads: int = 1
-    answer_threads: int = 2
-    workers: int = 1
 
 
 class DenseHead(nn.Module):
@@ -110,7 +80,7 @@ def grow(model: nn.Module, trained: nn.Module) -> None:
     """Load ``trained`` into ``model``, whose language model may have more layers: those start as no-ops (zero
     attention and MLP output projections, so each adds nothing to the residual stream) and ``model`` answers
     exactly as ``trained`` until training moves them."""
-    wrong = ValueError("init_model must be a model of the same configuration with fewer language layers")
+    wrong = TrainingError("init_model must be a model of the same configuration with fewer language layers")
     try:
         missing, unexpected = model.load_state_dict(trained.state_dict(), strict=False)
     except RuntimeError as error:  # a tensor of another shape
@@ -368,7 +338,7 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, weights_only=False)
         if ck["config"] != _identity(cfg) or ck["seed"] != seed:
-            raise ValueError(f"{ckpt_path} was written with another configuration; use a fresh --out")
+            raise TrainingError(f"{ckpt_path} was written with another recipe; train into a fresh run folder")
         model.load_state_dict(ck["model"])
         head.load_state_dict(ck["head"])
         stage, step = ck["stage"], ck["step"]
@@ -458,25 +428,3 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
     toy_model.save(model, processor, out / "model")
     log.info("done: %s", out / "model")
     return out / "model"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="run folder (checkpoint, log, final model in OUT/model)")
-    parser.add_argument("--seed", type=int, default=0)
-    defaults = TrainConfig()
-    knobs = [(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(TrainConfig) if f.name != "dims"]
-    knobs += [(f.name, getattr(defaults.dims, f.name)) for f in dataclasses.fields(toy_model.Dims)]
-    for name, default in knobs:
-        parser.add_argument(f"--{name.replace('_', '-')}", default=default,
-                            type=(lambda v: v.lower() in ("1", "true", "yes")) if isinstance(default, bool)
-                            else type(default))
-    args = vars(parser.parse_args(argv))
-    dims = toy_model.Dims(**{f.name: args[f.name] for f in dataclasses.fields(toy_model.Dims)})
-    cfg = TrainConfig(dims=dims, **{name: args[name] for name, _ in knobs if not hasattr(dims, name)})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(train(args["out"], args["seed"], cfg))
-
-
-if __name__ == "__main__":
-    main()

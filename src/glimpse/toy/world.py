@@ -209,3 +209,25 @@ def vocabulary() -> list[str]:
              "there", "top", "bottom", "left", "right", "?", "."}
     words.update(SHAPES, COLORS, NUMBERS)
     return sorted(words)
+
+
+# A scene pixel lies within this many levels (per channel) of its flat colour: 4 sigma of the noise.
+SCENE_TOLERANCE = 4 * NOISE_SIGMA
+
+
+def is_scene(image: Image.Image) -> bool:
+    """Whether `image` looks like a shapes-world scene: 224 x 224, a grey background of level
+    30..70 over most of it, and nearly every pixel within the noise of the background or of one
+    of the world's colours. Photos, drawings and other synthetic images fail at least one of these."""
+    if image.size != (SIZE, SIZE):
+        return False
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3)
+    greyish = (np.ptp(pixels, axis=1) <= 2 * SCENE_TOLERANCE) & (pixels.mean(1) <= 70 + SCENE_TOLERANCE)
+    if greyish.mean() < 0.5:
+        return False
+    grey = float(np.median(pixels[greyish].mean(1)))
+    if not 30 - SCENE_TOLERANCE <= grey <= 70 + SCENE_TOLERANCE:
+        return False
+    palette = np.array([(grey, grey, grey), *COLORS.values()], dtype=np.float32)
+    distance = np.abs(pixels[:, None, :] - palette[None]).max(-1).min(1)
+    return float((distance <= SCENE_TOLERANCE).mean()) >= 0.98

@@ -1,18 +1,21 @@
-"""`explain`: one call from (model, processor, image, prompt) to an `Explanation`."""
+"""`explain`: one call from (model, processor, image, prompt) to an `Explanation` (the whole pipeline)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import __version__
-from .errors import AnswerError, PromptError
+from .errors import AnswerError, DomainWarning, PromptError, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
 from .methods.base import check_images
 from .models import adapter_for
+from .toy.world import is_scene
 
 
 def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
@@ -23,11 +26,10 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
 
     Without `answer`, the model first generates one greedily (up to `max_new_tokens`); with
     `answer`, that given text is explained (teacher forcing). `max_answer_tokens` explains only
-    the first tokens of a long answer. Other keyword options go to the method, for GLIMPSE:
-    `head_lambda` (0.5), `depth_lambda` (0.2), `layer_fraction` (1.0), `token_weighting`
-    ("full" | "confidence" | "prompt" | "uniform"), `exclude_sinks` (False). `method` is any
-    registered name (`glimpse.list_methods()`); each method's class documents its options
-    (docs/methods.md gathers them).
+    the first tokens of a long answer. `method` is any registered name (`glimpse.list_methods()`);
+    the other keyword options go to it: each method class declares its options, their defaults
+    and meanings (`glimpse methods` prints them), and an option it does not take is an error.
+    Every fallback taken is warned about (`glimpse.GlimpseWarning`) and listed in `notes`.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError("the prompt is empty: give the question to ask about the image")
@@ -45,6 +47,13 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     full = adapter.with_answer(inputs, answer_ids)
     layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
     check_images(chosen, layout)
+    notes: list[str] = []
+    if not layout.question_located:
+        note(notes, "the question could not be located in the prompt: every non-special prompt token stands for it")
+    if _is_shipped_model(model) and not all(is_scene(picture) for picture in images):
+        note(notes, "the shipped default model knows only the synthetic shapes world (coloured shapes on grey); "
+                    "on this image its answer and explanation mean little: load a real model for photos",
+             DomainWarning)
     result = chosen.run(model, adapter, full, layout)
     tokenizer = adapter.tokenizer
     return Explanation(
@@ -52,12 +61,20 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         answer_tokens=[tokenizer.decode([i]) for i in answer_ids], answer_token_ids=list(answer_ids),
         answer_generated=answer is None, prompt_words=list(layout.prompt_words),
         word_of_token=list(layout.word_of_token), images=images, layouts=list(layout.images),
-        **{k: _np(getattr(result, k)) for k in ("token_visual", "visual", "token_prompt", "prompt",
-                                                 "beta_visual", "beta_prompt", "gamma")},
-        probs=_np(result.probs),
-        alpha=None if result.alpha is None else _np(result.alpha), layers=list(result.layers),
+        **{k: _np(getattr(result, k)) for k in ("token_visual", "visual", "token_prompt", "prompt", "token_weights",
+                                                 "probs")},
+        ranking=_np(chosen.rank_tokens(result)), ranking_by=chosen.token_ranking, explained=chosen.explains,
+        details={k: _np(v) for k, v in result.details.items()}, details_doc=dict(chosen.details),
+        notes=notes + result.notes, layers=list(result.layers),
         method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
         question_located=layout.question_located, approximate=chosen.approximate)
+
+
+def _is_shipped_model(model: Any) -> bool:
+    from .toy.model import default_model_path
+
+    name = str(getattr(model.config, "_name_or_path", "") or "")
+    return bool(name) and Path(name).resolve() == default_model_path().resolve()
 
 
 def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
@@ -70,7 +87,8 @@ def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new
             new = new[:i]
             break
     if not new:
-        raise AnswerError("the model generated an empty answer (end of sequence at once); pass --answer to explain a given one")
+        raise AnswerError("the model generated an empty answer (end of sequence at once); give an answer to explain "
+                          "instead")
     return new
 
 

@@ -1,0 +1,60 @@
+"""`glimpse.explain`: the fallbacks it takes are visible three ways (warning, note, log)."""
+
+import logging
+import warnings
+
+import pytest
+
+import glimpse
+from glimpse.models import adapter_for
+from glimpse.toy import world
+from tiny_models import rand_image
+
+QUESTION = "what color is the object?"
+
+
+def test_an_unlocated_question_is_warned_noted_and_logged(tiny_llava, monkeypatch, caplog, tmp_path):
+    model, processor = tiny_llava
+    monkeypatch.setattr(type(adapter_for(model, processor)), "question_span", lambda self, *a: ([], []))
+    with caplog.at_level(logging.WARNING, logger="glimpse"), pytest.warns(glimpse.FallbackWarning,
+                                                                          match="could not be located"):
+        result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    assert not result.question_located and len(result.notes) == 1 and "could not be located" in result.notes[0]
+    assert [r.getMessage() for r in caplog.records if r.name == "glimpse"] == result.notes
+    result.save(tmp_path / "e", figures=False)
+    assert glimpse.Explanation.load(tmp_path / "e").notes == result.notes
+    assert "could not be located" in result.to_html()
+
+
+def test_a_located_question_takes_no_fallback(tiny_llava):
+    model, processor = tiny_llava
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", glimpse.GlimpseWarning)
+        result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    assert result.notes == [] and result.question_located
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return glimpse.load(None, device="cpu")
+
+
+def test_the_shipped_model_says_when_an_image_is_not_from_its_world(shipped):
+    with pytest.warns(glimpse.DomainWarning, match="only the synthetic shapes world"):
+        result = glimpse.explain(shipped.model, shipped.processor, rand_image(224, 224), "what color is the circle?",
+                                 answer="the circle is red.")
+    assert any("shapes world" in note for note in result.notes)
+
+
+def test_the_shipped_model_on_its_own_world_warns_nothing(shipped):
+    sample = world.make_sample(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", glimpse.GlimpseWarning)
+        result = glimpse.explain(shipped.model, shipped.processor, sample.image, sample.question, answer=sample.answer)
+    assert result.notes == []
+
+
+def test_scene_detector_accepts_scenes_and_refuses_other_images():
+    assert all(world.is_scene(world.make_sample(seed).image) for seed in range(100))
+    assert not any(world.is_scene(rand_image(224, 224, seed=seed)) for seed in range(5))
+    assert not world.is_scene(world.make_sample(0).image.resize((300, 300)))
