@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it, imported on first access.
 _LAZY = {
     "explain": "pipeline", "Explanation": "explanation", "load": "loading",
-    "get_method": "methods", "list_methods": "methods", "register_method": "methods",
+    "get_method": "methods", "list_methods": "methods", "register_method": "methods", "unregister_method": "methods",
     "adapter_for": "models", "register_adapter": "models", "unregister_adapter": "models", "supported_architectures": "models",
     "ImageLayout": "layout", "ImageTile": "layout", "SequenceLayout": "layout",
 }
@@ -53,5 +53,6 @@ __all__ = [
     "AnswerError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
     "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError", "ModelLoadError", "OptionError",
     "PromptError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain", "get_method",
-    "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter", "__version__",
+    "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter",
+    "unregister_method", "__version__",
 ]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -82,9 +85,10 @@ def explain(
         if not prompt.strip():
             fail("the prompt is empty: give the question to ask about the image")
         loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
-        result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
-                                 max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
-                                 system_prompt=system_prompt, **options)
+        with shown_as_lines():
+            result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
+                                     max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
+                                     system_prompt=system_prompt, **options)
         result.save(folder)
     except GlimpseError as exc:
         fail(str(exc))
@@ -104,6 +108,21 @@ def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
     options = {**flags, **parse_options(pairs)}
     get_method(method, **options)
     return options
+
+
+@contextmanager
+def shown_as_lines() -> Iterator[None]:
+    """glimpse's warnings (the fallbacks an explanation took) as one "warning:" line each on stderr."""
+    from .errors import GlimpseWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GlimpseWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, GlimpseWarning):
+            typer.echo(f"warning: {warning.message}", err=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def quiet_transformers() -> None:
@@ -144,7 +163,8 @@ def demo(
     folder = new_output_folder(out, overwrite)
     try:
         quiet_transformers()
-        result = run_demo(folder, seed, model)
+        with shown_as_lines():
+            result = run_demo(folder, seed, model)
     except GlimpseError as exc:
         fail(str(exc))
     sample = result.sample

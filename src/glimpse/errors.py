@@ -68,6 +68,9 @@ class DomainWarning(GlimpseWarning):
 
 
 logger = logging.getLogger("glimpse")
+# A library logs, the application decides where to: without a handler of the user's, nothing is printed
+# twice (the warning already shows).
+logger.addHandler(logging.NullHandler())
 
 
 def note(notes: list[str], message: str, category: type[GlimpseWarning] = FallbackWarning) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import glimpse
-from glimpse.methods import Method, get_method, list_methods, option_defaults, register_method
+from glimpse.methods import Method, get_method, list_methods, option_defaults, register_method, unregister_method
 from glimpse.methods.base import MethodResult
 from tiny_models import rand_image
 
@@ -84,7 +84,7 @@ def test_a_bug_in_a_method_constructor_is_not_called_an_invalid_option():
         with pytest.raises(TypeError, match="a bug inside"):
             get_method("broken_for_test", size=2)
     finally:
-        list_methods.__globals__["_METHODS"].pop("broken_for_test")
+        unregister_method("broken_for_test")
 
 
 def test_registration_checks_the_declaration():
@@ -110,3 +110,47 @@ def test_options_are_declared_once_with_defaults_and_help(name):
     assert all(default is not inspect.Parameter.empty for default in defaults.values())
     assert all(text.strip() for text in cls.options.values())
     assert get_method(name).params() == defaults
+
+
+def test_a_method_written_in_one_class_runs_everywhere_a_builtin_does(tiny_llava, tmp_path):
+    """The recipe of docs/methods.md: one AttentionMethod subclass, registered, is explained, saved, reported."""
+    from glimpse.methods import AttentionMethod
+    from glimpse.methods.attention import head_mean, token_rows_result
+
+    class LastLayerAttention(AttentionMethod):
+        name = "last_layer_attention_for_test"
+        summary = "attention of the last layer"
+        paper = "-"
+        explains = "attention"
+        gradients = "none"
+        options = {"scale": "a factor on every score"}
+        details = {"row_sums": "[T] sum of each token's attention row over V and P"}
+
+        def __init__(self, scale: float = 1.0) -> None:
+            super().__init__()
+            self.scale = scale
+
+        def layers(self, n_layers):
+            return [n_layers - 1]
+
+        def reduce_layer(self, attn, grad, query):
+            return {"attn": head_mean(attn, query) * self.scale}
+
+        def combine(self, trace, layout):
+            matrix = trace.shared[trace.layers[0]]["attn"]
+            result = token_rows_result(list(matrix[layout.queries]), layout, trace.layers)
+            result.details["row_sums"] = result.token_visual.sum(1) + result.token_prompt.sum(1)
+            return result
+
+    register_method(LastLayerAttention)
+    try:
+        model, processor = tiny_llava
+        e = glimpse.explain(model, processor, rand_image(64, 48, seed=5), QUESTION, answer=ANSWER,
+                            method="last_layer_attention_for_test", scale=2.0)
+        assert e.params == {"scale": 2.0} and e.layers == [1] and set(e.details) == {"row_sums"}
+        e.save(tmp_path / "e")
+        again = glimpse.Explanation.load(tmp_path / "e")
+        np.testing.assert_array_equal(again.details["row_sums"], e.details["row_sums"])
+        assert "<th>row_sums</th>" in (tmp_path / "e" / "report.html").read_text()
+    finally:
+        unregister_method("last_layer_attention_for_test")

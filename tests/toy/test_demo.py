@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from glimpse.cli import app
 from glimpse.toy import world
 from glimpse.toy.localisation import answer_word_token
+from tiny_models import rand_image
 
 
 def test_demo_runs_offline_from_a_fresh_process(tmp_path):
@@ -46,6 +47,18 @@ def test_explain_defaults_to_the_shipped_model(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "out" / "explanation.json").read_text())
     assert doc["images"][0]["layout"]["tiles"][0]["rows"] == 14 and doc["answer"]
+    assert "warning:" not in result.output and doc["notes"] == []
+
+
+def test_explain_without_a_model_says_the_shipped_model_knows_only_its_world(tmp_path, monkeypatch):
+    rand_image(300, 200, seed=2).save(tmp_path / "photo.png")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["explain", "-i", "photo.png", "-p", "what is the man holding?", "-o", "out"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("warning: the shipped default model knows only the synthetic shapes world") == 1
+    doc = json.loads((tmp_path / "out" / "explanation.json").read_text())
+    assert len(doc["notes"]) == 1 and "shapes world" in doc["notes"][0]
+    assert "shapes world" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_toy_bench_prints_accuracy_and_localisation(tmp_path):

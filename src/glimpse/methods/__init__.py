@@ -31,6 +31,12 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def unregister_method(name: str) -> None:
+    """Remove the method registered as `name` (a user's own, or a built-in one)."""
+    method_class(name)
+    del _METHODS[name]
+
+
 def list_methods() -> dict[str, type[Method]]:
     """Every registered method by name, in registration order (GLIMPSE first)."""
     return dict(_METHODS)
@@ -94,4 +100,4 @@ for _method in (Glimpse, GlimpseFast, RawAttention, Rollout, GradCamAttention, A
     register_method(_method)
 
 __all__ = ["AttentionMethod", "Method", "MethodResult", "get_method", "list_methods", "method_class",
-           "option_defaults", "parse_options", "register_method"]
+           "option_defaults", "parse_options", "register_method", "unregister_method"]

@@ -195,7 +195,7 @@ class Adapter(ABC):
     def cross_attention_layers(self) -> tuple[int, ...]:
         """Language-model layers whose attention is cross-attention (text queries, vision keys).
 
-        None in a decoder-only family; capture records these separately (no causal structure: their
+        Empty in a decoder-only family; capture records these separately (no causal structure: their
         keys are not sequence positions) and methods map images through them (see Mllama)."""
         return ()
 
