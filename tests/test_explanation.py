@@ -61,6 +61,11 @@ def test_fields_and_shapes(explanation):
     assert explanation.method == "glimpse" and explanation.version == glimpse.__version__
     with pytest.raises(glimpse.GlimpseError):
         explanation.visual_map(image=1)
+    for bad in (3, -1, True, 1.0):
+        with pytest.raises(glimpse.GlimpseError, match="answer token .* out of range: this answer has 3 token"):
+            explanation.visual_map(token=bad)
+    with pytest.raises(glimpse.GlimpseError, match="out of range"):
+        explanation.figure(tokens=[5])
 
 
 def ramp(width, height, axis):

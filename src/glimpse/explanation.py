@@ -82,7 +82,8 @@ class Explanation:
         return self._words(self.prompt)
 
     def token_prompt_word_scores(self, token: int) -> np.ndarray:
-        return self._words(self.token_prompt[token])
+        """Answer token `token`'s score of each prompt word."""
+        return self._words(self.token_prompt[self._check_token(token)])
 
     def _words(self, token_scores: np.ndarray) -> np.ndarray:
         out = np.zeros(len(self.prompt_words), dtype=np.float32)
@@ -95,7 +96,7 @@ class Explanation:
         self._check_image(image)
         start = sum(len(l.positions) for l in self.layouts[:image])
         stop = start + len(self.layouts[image].positions)
-        source = self.visual if token is None else self.token_visual[token]
+        source = self.visual if token is None else self.token_visual[self._check_token(token)]
         return source[start:stop]
 
     def visual_map(self, image: int = 0, token: int | None = None, resolution: str = "image") -> np.ndarray:
@@ -118,6 +119,12 @@ class Explanation:
 
     def tile_maps(self, image: int = 0, token: int | None = None) -> list[np.ndarray]:
         return maps.tile_grids(self.layouts[image], self.image_scores(image, token))
+
+    def _check_token(self, token: int) -> int:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < len(self.answer_tokens):
+            raise GlimpseError(f"answer token {token!r} out of range: this answer has {len(self.answer_tokens)} "
+                               f"token(s), 0 to {len(self.answer_tokens) - 1}")
+        return int(token)
 
     def _check_image(self, image: int) -> None:
         if not 0 <= image < len(self.layouts):
@@ -145,7 +152,8 @@ class Explanation:
         paper: `explanation.figure().savefig("fig.pdf")`. `tokens` picks the answer tokens shown
         (default: `top_tokens(top)`, the method's own ranking)."""
         from .render import figure
-        return figure(self, image, tokens, top)
+        self._check_image(image)
+        return figure(self, image, None if tokens is None else [self._check_token(t) for t in tokens], top)
 
     def _repr_html_(self) -> str:
         from .render import report
