@@ -22,6 +22,7 @@ from .errors import (
     ModelLoadError,
     OptionError,
     PromptError,
+    ResourceError,
     TrainingError,
     UnsupportedModelError,
 )
@@ -52,7 +53,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "AnswerError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
     "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError", "ModelLoadError", "OptionError",
-    "PromptError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain", "get_method",
+    "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain",
+    "get_method",
     "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter",
     "unregister_method", "__version__",
 ]

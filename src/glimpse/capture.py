@@ -19,6 +19,7 @@ it), and their gradient-weighted attention goes to the method's own cross-attent
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -47,6 +48,8 @@ class TokenTrace:
     token_id: int
     prob: float
     layers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # What the method kept of this token right after its backward pass, when it reduces tokens one by one.
+    summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def query(self) -> int:
@@ -237,6 +240,14 @@ def frozen(model: Any) -> Iterator[Any]:
         model.train(training)
 
 
+def logits_kwargs(model: Any, n_answer: int) -> dict[str, int]:
+    """Forward arguments that keep only the last n_answer + 1 positions' logits (the answer's query
+    rows and the last position) where the model supports it: the other rows are never read, and
+    at N positions x a real vocabulary they are the largest tensor of the forward pass."""
+    accepted = "logits_to_keep" in inspect.signature(model.forward).parameters
+    return {"logits_to_keep": n_answer + 1} if accepted else {}
+
+
 def language_layer_count(model: Any) -> int:
     config = getattr(model.config, "text_config", model.config)
     return int(config.num_hidden_layers)
@@ -297,17 +308,19 @@ class Capture:
         if stack is not None:
             stack.close()
 
-    def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, gradients: str = "per_token") -> Trace:
+    def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, gradients: str = "per_token",
+            on_token: Callable[[TokenTrace, list[int]], None] | None = None) -> Trace:
         """One forward pass over prompt + answer, then the backward passes `gradients` asks for:
         "per_token" (one per answer token: exact), "sum" (one for the sum of the answer logits)
-        or "none" (attention only)."""
+        or "none" (attention only). With per-token gradients, `on_token(token, captured layers)` runs
+        right after each token's backward pass."""
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
         rec = self.recorder
         if rec.bidirectional is not None:
             _check_prefix_only(rec.bidirectional, layout)
         with torch.enable_grad():
-            logits = self.model(**inputs, use_cache=False).logits[0]
+            logits = self.model(**inputs, use_cache=False, **logits_kwargs(self.model, len(layout.answer))).logits[0]
         if not rec.attn:
             raise CaptureError(
                 f"no language-model attention was captured from {type(self.model).__name__}: its language model "
@@ -316,7 +329,8 @@ class Capture:
         if not wanted:
             raise CaptureError(f"none of the requested layers {self.layers} were captured")
         ids = inputs["input_ids"][0]
-        rows = [logits[pos - 1] for pos in layout.answer]
+        first_row = len(ids) - logits.shape[0]  # where the model kept the last rows' logits only
+        rows = [logits[pos - 1 - first_row] for pos in layout.answer]
         targets = [int(ids[pos]) for pos in layout.answer]
         tokens = [TokenTrace(pos, y, float(torch.softmax(row.detach().float(), -1)[y]))
                   for pos, row, y in zip(layout.answer, rows, targets)]
@@ -325,6 +339,8 @@ class Capture:
         if gradients == "per_token":
             for i, token in enumerate(tokens):
                 token.layers = self._backward(rows[i][targets[i]], token.query, wanted[0], i < len(tokens) - 1)
+                if on_token is not None:
+                    on_token(token, wanted)
         elif gradients == "sum":
             total = torch.stack([row[y] for row, y in zip(rows, targets)]).sum()
             shared = self._backward(total, last, wanted[0], False)

@@ -41,6 +41,10 @@ class MethodError(GlimpseError):
     """An unknown explanation method or an invalid option for it."""
 
 
+class ResourceError(GlimpseError):
+    """The explanation ran out of memory."""
+
+
 class TrainingError(GlimpseError):
     """A training run cannot go on as asked (its folder holds a checkpoint of another recipe)."""
 

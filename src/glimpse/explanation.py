@@ -37,7 +37,8 @@ class Explanation:
     `ranking` [T] the score by which the method ranks answer tokens for display (`ranking_by` says
     what it is; `top_tokens` uses it); `explained`, the quantity the scores explain ("logit",
     "log_prob" or "attention"). `details` is the method's own section (e.g. GLIMPSE's `alpha`,
-    `gamma`), with `details_doc` giving each value's meaning; `notes` the fallbacks it took.
+    `gamma`), with `details_doc` giving each value's meaning; `notes` the fallbacks it took; `cost`
+    the method run's seconds and peak working memory (`glimpse.resources.measured`).
     """
 
     question: str
@@ -66,6 +67,7 @@ class Explanation:
     details: dict[str, np.ndarray] = field(default_factory=dict)
     details_doc: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cost: dict[str, Any] = field(default_factory=dict)
     question_located: bool = True
     approximate: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -172,7 +174,7 @@ class Explanation:
             "images": [{"file": f"image_{i}.png", "layout": l.to_dict()} for i, l in enumerate(self.layouts)],
             "arrays": "arrays.safetensors",
             "details": {name: self.details_doc.get(name, "") for name in self.details},
-            "notes": self.notes, "extra": self.extra,
+            "notes": self.notes, "cost": self.cost, "extra": self.extra,
         }
 
     def save(self, folder: str | Path, figures: bool = True) -> Path:
@@ -227,7 +229,7 @@ class Explanation:
 def _fields_v2(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     return {**{name: arrays[name] for name in ARRAYS}, "explained": doc["explained"], "ranking_by": doc["ranking_by"],
             "details": {name: arrays[DETAILS_PREFIX + name] for name in doc["details"]},
-            "details_doc": dict(doc["details"]), "notes": list(doc["notes"])}
+            "details_doc": dict(doc["details"]), "notes": list(doc["notes"]), "cost": dict(doc["cost"])}
 
 
 def from_version_1(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -9,12 +9,13 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import AnswerError, DomainWarning, PromptError, note
+from .errors import AnswerError, DomainWarning, PromptError, ResourceError, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
 from .methods.base import check_images
 from .models import adapter_for
+from .resources import measured
 from .toy.world import is_scene
 
 
@@ -54,7 +55,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         note(notes, "the shipped default model knows only the synthetic shapes world (coloured shapes on grey); "
                     "on this image its answer and explanation mean little: load a real model for photos",
              DomainWarning)
-    result = chosen.run(model, adapter, full, layout)
+    result, cost = _run(chosen, model, adapter, full, layout)
     tokenizer = adapter.tokenizer
     return Explanation(
         question=prompt, answer=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
@@ -67,7 +68,33 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         details={k: _np(v) for k, v in result.details.items()}, details_doc=dict(chosen.details),
         notes=notes + result.notes, layers=list(result.layers),
         method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
-        question_located=layout.question_located, approximate=chosen.approximate)
+        question_located=layout.question_located, approximate=chosen.approximate, cost=cost)
+
+
+def _run(method: Any, model: Any, adapter: Any, inputs: dict[str, torch.Tensor],
+         layout: Any) -> tuple[Any, dict[str, Any]]:
+    """The method's run, measured (`resources.measured`); running out of memory is a ResourceError."""
+    try:
+        with measured(model.device) as cost:
+            result = method.run(model, adapter, inputs, layout)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise ResourceError(_out_of_memory(method, layout, exc)) from None
+    except RuntimeError as exc:
+        if not any(sign in str(exc) for sign in OUT_OF_MEMORY):
+            raise
+        raise ResourceError(_out_of_memory(method, layout, exc)) from None
+    return result, cost
+
+
+def _out_of_memory(method: Any, layout: Any, exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"{method.name} ran out of memory on a sequence of {layout.length} tokens with {len(layout.answer)} answer "
+            f"token(s) ({first}); explain fewer answer tokens (max_answer_tokens), fewer layers (layer_fraction, for "
+            "GLIMPSE), a smaller image, or use a device with more memory")
+
+
+# What torch's allocators say when an allocation fails (CUDA raises OutOfMemoryError; the CPU a RuntimeError).
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
 
 
 def _is_shipped_model(model: Any) -> bool:

@@ -71,6 +71,15 @@ def token_columns(explanation: Explanation) -> dict[str, np.ndarray]:
     return {**columns, **own}
 
 
+def cost_text(cost: dict) -> str:
+    """' · 2.3 s, 410 MB peak working memory on cpu' (empty when the run was not measured)."""
+    if "seconds" not in cost:
+        return ""
+    memory = cost.get("peak_memory_bytes")
+    peak = f", {memory / 2**20:.0f} MB peak working memory" if memory is not None else ""
+    return f" \u00b7 {cost['seconds']:.2f} s{peak} on {cost.get('device', '?')}"
+
+
 def report(explanation: Explanation, standalone: bool = True) -> str:
     """HTML report: answer tokens coloured by the method's ranking (click one for its own maps),
     prompt words coloured by score, one map per image, a table of the per-token values (the
@@ -108,7 +117,8 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
     params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
     shades = [[_shade(s) for s in row] for row in words]
     meta = (f"model <code>{html.escape(e.model_id)}</code> &middot; explains the answer's "
-            f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}")
+            f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}"
+            f"{html.escape(cost_text(e.cost))}")
     body = f"""<div class="glimpse-report">
 <h2>{html.escape(e.method)}{label} explanation</h2>
 <p class="meta">{meta}</p>

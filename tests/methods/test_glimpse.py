@@ -8,7 +8,7 @@ import torch
 
 import glimpse
 from glimpse.methods import get_method, list_methods
-from glimpse.methods.glimpse import WEIGHTINGS, depth_prior, fuse_heads, layer_weights, token_weights
+from glimpse.methods.glimpse import WEIGHTINGS, Glimpse, depth_prior, fuse_heads, layer_weights, token_weights
 from tiny_models import rand_image
 
 QUESTION = "what color is the object?"
@@ -81,3 +81,40 @@ def test_registry_lists_glimpse_first_with_paper():
     assert "glimpse" in methods and "2506.18985" in methods["glimpse"].paper
     with pytest.raises(glimpse.MethodError, match="available: glimpse"):
         get_method("nope")
+
+
+def test_each_token_is_reduced_right_after_its_backward_pass(tiny_llava, monkeypatch):
+    """Only one answer token's fused matrices are alive at a time; the maths is unchanged (the
+    float64 reference tests hold the values)."""
+    from glimpse.capture import Capture
+
+    model, processor = tiny_llava
+    alive, traces = [], []
+    original_finish, original_run = Glimpse.finish_token, Capture.run
+
+    def finish(self, token, layers, n_layers, cross):
+        original_finish(self, token, layers, n_layers, cross)
+        alive.append(sum(bool(t.layers) for t in traces[-1]))
+
+    def run(self, inputs, layout, gradients="per_token", on_token=None):
+        def watched(token, layers):
+            traces.append([token] if not traces else traces[-1] + [token])
+            on_token(token, layers)
+        return original_run(self, inputs, layout, gradients, watched)
+
+    monkeypatch.setattr(Glimpse, "finish_token", finish)
+    monkeypatch.setattr(Capture, "run", run)
+    result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    assert alive == [0, 0, 0] and len(result.answer_tokens) == 3
+    assert all(not token.layers and set(token.summary) >= {"row", "alpha"} for token in traces[-1])
+
+
+def test_capture_computes_only_the_logits_it_reads(tiny_llava):
+    model, processor = tiny_llava
+    shapes = []
+    hook = model.lm_head.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape)))
+    try:
+        glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
+    finally:
+        hook.remove()
+    assert shapes == [(1, 4, model.config.text_config.vocab_size)]  # 3 answer tokens' query rows + the last

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..capture import Capture, Reducer, Trace, language_layer_count
+from ..capture import Capture, Reducer, TokenTrace, Trace, language_layer_count, logits_kwargs
 from ..errors import MethodError
 from ..layout import SequenceLayout
 from ..models.base import Adapter
@@ -144,9 +144,15 @@ class AttentionMethod(Method):
         Only methods with `cross_attention = True` implement it."""
         raise NotImplementedError
 
+    def finish_token(self, token: TokenTrace, layers: list[int], n_layers: int, cross: frozenset[int]) -> None:
+        """Called right after answer token `token`'s backward pass (per-token gradients) with the
+        captured `layers`, the model's layer count and the cross-attention layers among them. A
+        method may reduce the token's layers into `token.summary` here and drop them, so that only
+        one token's reduced layers are alive at a time. Default: keep them for `combine`."""
+
     @abstractmethod
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
-        """The result from every answer token's reduced layers."""
+        """The result from every answer token's reduced layers (or the summaries `finish_token` made)."""
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
@@ -157,9 +163,15 @@ class AttentionMethod(Method):
             # Sinks are sequence keys: a cross-attention layer's keys are vision tokens, so its reducer is left as is.
             reduce = without_keys(reduce, sink_positions(layout))
         cross = self.reduce_cross_layer if self.cross_attention else None
-        with Capture(model, adapter.text_config_key, reduce, layers, cross_layers=adapter.cross_attention_layers(),
+        cross_layers = frozenset(adapter.cross_attention_layers())
+        n_layers = language_layer_count(model)
+
+        def finish(token: TokenTrace, captured: list[int]) -> None:
+            self.finish_token(token, captured, n_layers, cross_layers & set(captured))
+
+        with Capture(model, adapter.text_config_key, reduce, layers, cross_layers=cross_layers,
                      reduce_cross=cross, bidirectional=adapter.bidirectional_pairs(inputs, layout)) as capture:
-            trace = capture.run(inputs, layout, self.gradients)
+            trace = capture.run(inputs, layout, self.gradients, on_token=finish)
         result = self.combine(trace, layout)
         result.probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
         return result
@@ -202,13 +214,6 @@ def result_from_tokens(token_visual: torch.Tensor, token_prompt: torch.Tensor, l
     return MethodResult(token_visual=token_visual.float(), token_prompt=token_prompt.float(),
                         visual=weights @ token_visual.float(), prompt=weights @ token_prompt.float(),
                         token_weights=weights.clone(), layers=layers)
-
-
-def logits_kwargs(model: Any, n_answer: int) -> dict[str, int]:
-    """Forward arguments that keep only the last n_answer + 1 positions' logits (the answer's query
-    rows and the last position) where the model supports it: the other rows are never read."""
-    accepted = "logits_to_keep" in inspect.signature(model.forward).parameters
-    return {"logits_to_keep": n_answer + 1} if accepted else {}
 
 
 def answer_logits(model: Any, inputs: dict[str, torch.Tensor], n_answer: int, **kwargs: Any) -> tuple[Any, torch.Tensor]:

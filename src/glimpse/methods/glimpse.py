@@ -88,6 +88,21 @@ class Glimpse(AttentionMethod):
         a, g = attn[:, : query + 1].float(), grad[:, : query + 1]
         return {**fuse_heads(a, g, self.head_lambda, causal), "evidence": g.sum(0).abs().sum()}
 
+    def finish_token(self, token: TokenTrace, layers: list[int], n_layers: int, cross: frozenset[int]) -> None:
+        # Steps 1-3 need only this token's layers: reducing them now keeps one token's fused matrices
+        # alive at a time instead of every token's until `combine`.
+        token.summary = self.token_state(token, layers, n_layers, cross)
+        token.layers = {}
+
+    def token_state(self, token: TokenTrace, layers: list[int], n_layers: int,
+                    cross: frozenset[int]) -> dict[str, torch.Tensor]:
+        """Steps 1-3 for one answer token: its propagated rows, layer weights and head weights."""
+        evidence = torch.stack([token.layers[l]["evidence"] for l in layers])
+        alpha = layer_weights(evidence, depth_prior(layers, self.effective_depth_lambda(n_layers)))
+        row, keys = propagate(token, layers, alpha, cross)
+        heads = torch.stack([token.layers[l]["head_weights"] for l in layers])
+        return {"row": row, "keys": keys, "alpha": alpha, "head_weights": heads, "no_evidence": not evidence.any()}
+
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
         cross = frozenset(trace.cross_layers)
@@ -95,24 +110,15 @@ class Glimpse(AttentionMethod):
         if layout.cross_attention and not cross:
             note(notes, f"layer_fraction={self.layer_fraction} leaves out every cross-attention layer, the only "
                         "layers that carry the image: the image maps are zero")
-        prior = depth_prior(layers, self.effective_depth_lambda(trace.n_layers))
-        rows, key_rows, alphas, no_evidence = [], [], [], []
-        for t, token in enumerate(trace.tokens):
-            evidence = torch.stack([token.layers[l]["evidence"] for l in layers])
-            if not evidence.any():
-                no_evidence.append(t)
-            alpha = layer_weights(evidence, prior)
-            row, keys = propagate(token, layers, alpha, cross)
-            rows.append(row)
-            key_rows.append(keys)
-            alphas.append(alpha)
+        states = [token.summary or self.token_state(token, layers, trace.n_layers, cross) for token in trace.tokens]
+        no_evidence = [t for t, state in enumerate(states) if state["no_evidence"]]
         if no_evidence:
             note(notes, f"answer token(s) {no_evidence}: no layer has gradient, so the layer weights are the depth prior")
         visual_idx = torch.tensor(layout.image_positions, dtype=torch.long)
         prompt_idx = torch.tensor(layout.prompt, dtype=torch.long)
-        token_visual = torch.stack([visual_scores(r, k, layout.cross_attention, visual_idx)
-                                    for r, k in zip(rows, key_rows)])
-        token_prompt = torch.stack([r[prompt_idx] for r in rows])
+        token_visual = torch.stack([visual_scores(state["row"], state["keys"], layout.cross_attention, visual_idx)
+                                    for state in states])
+        token_prompt = torch.stack([state["row"][prompt_idx] for state in states])
         probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
         weights = token_weights(probs, token_prompt.mean(1), token_visual.mean(1), self.token_weighting)
         for name, (_, uniform) in zip(("visual", "prompt"), weights):
@@ -120,12 +126,12 @@ class Glimpse(AttentionMethod):
                 note(notes, f"the {name} map's token weights ({self.token_weighting}) are all zero: "
                             "tokens are weighted uniformly")
         (beta_visual, _), (beta_prompt, _) = weights
-        heads = torch.stack([torch.stack([t.layers[l]["head_weights"] for l in layers]) for t in trace.tokens])
         return MethodResult(
             token_visual=token_visual, token_prompt=token_prompt,
             visual=beta_visual @ token_visual, prompt=beta_prompt @ token_prompt, token_weights=beta_visual,
             layers=layers, notes=notes,
-            details={"alpha": torch.stack(alphas), "head_weights": heads, "beta_prompt": beta_prompt,
+            details={"alpha": torch.stack([state["alpha"] for state in states]),
+                     "head_weights": torch.stack([state["head_weights"] for state in states]), "beta_prompt": beta_prompt,
                      "gamma": beta_visual * beta_prompt})
 
     def rank_tokens(self, result: MethodResult) -> torch.Tensor:
