@@ -222,28 +222,60 @@ toy_app.command("train")(_with_recipe_flags(toy_train))
 @toy_app.command("bench")
 def toy_bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),
-    n: int = typer.Option(1000, min=1, help="Held-out scenes for accuracy."),
-    n_localisation: int = typer.Option(200, min=0, help="Held-out scenes for localisation (0: skip)."),
+    n: int = typer.Option(200, min=1, help="Held-out scenes for accuracy, one greedy generation each."),
+    n_localisation: Optional[int] = typer.Option(
+        None, min=0, show_default="--n // 5",
+        help="Held-out scenes for localisation (--n 1000 gives 200 by default; 0: skip): only their type 1-3 "
+             "questions, about 4 in 5, are explained, once per method."),
     methods: str = typer.Option(
         "glimpse,glimpse:token_weighting=confidence,raw_attention",
         help="Comma-separated methods to compare for localisation, each METHOD or METHOD:KEY=VALUE[:KEY=VALUE...] "
              "with method options as in explain's --set."),
 ) -> None:
     """Held-out exact-match accuracy and localisation (pointing game, energy in mask) of a toy model."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     import glimpse
 
-    from .toy.bench import HELDOUT_SEED, accuracy_lines, evaluate_accuracy, localisation_lines, parse_variants
-    from .toy.localisation import evaluate_localisation
+    from .toy.bench import (
+        HELDOUT_SEED,
+        accuracy_lines,
+        evaluate_accuracy,
+        localisation_lines,
+        localisation_scenes,
+        parse_variants,
+    )
+    from .toy.localisation import evaluate_localisation, single_object_samples
 
+    @contextmanager
+    def bar(description: str, total: int) -> Iterator:
+        # On stderr, so stdout holds only the result tables; one bar per stage, so that the accuracy lines are
+        # printed between them, as soon as they are known.
+        columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False) as shown:
+            task = shown.add_task(description, total=total)
+            yield lambda done: shown.update(task, completed=done)
+
+    n_localisation = localisation_scenes(n, n_localisation)
     try:
         variants = parse_variants(methods) if n_localisation else {}
+        questions = len(single_object_samples(n_localisation, HELDOUT_SEED)) if n_localisation else 0
+        plan = (f"localisation: {questions} type 1-3 questions of {n_localisation} scenes x {len(variants)} methods = "
+                f"{questions * len(variants)} explanations (type 4, counting, is not explained)"
+                if n_localisation else "localisation: skipped (0 scenes)")
+        typer.echo(f"toy bench: accuracy: {n} generations; {plan}", err=True)
         quiet_transformers()
         loaded = glimpse.load(model, device="cpu")
-        for line in accuracy_lines(evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED)):
+        with bar("accuracy", n) as progress:
+            accuracy = evaluate_accuracy(loaded.model, loaded.processor, n=n, seed=HELDOUT_SEED, progress=progress)
+        for line in accuracy_lines(accuracy):
             typer.echo(line)
         if n_localisation:
-            result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED,
-                                           variants=variants)
+            with bar("localisation", questions * len(variants)) as progress:
+                result = evaluate_localisation(loaded.model, loaded.processor, n_localisation, HELDOUT_SEED,
+                                               variants=variants, progress=progress)
             for line in localisation_lines(result, n_localisation):
                 typer.echo(line)
     except GlimpseError as exc:

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from glimpse.cli import app
 from glimpse.toy import world
-from glimpse.toy.localisation import answer_word_token
+from glimpse.toy.bench import HELDOUT_SEED
+from glimpse.toy.localisation import answer_word_token, single_object_samples
 from tiny_models import rand_image
 
 
@@ -64,6 +65,12 @@ def test_explain_without_a_model_says_the_shipped_model_knows_only_its_world(tmp
 def test_toy_bench_prints_accuracy_and_localisation(tmp_path):
     result = CliRunner().invoke(app, ["toy", "bench", "--n", "8", "--n-localisation", "4"])
     assert result.exit_code == 0, result.output
+    k = len(single_object_samples(4, HELDOUT_SEED))
+    assert (f"toy bench: accuracy: 8 generations; localisation: {k} type 1-3 questions of 4 scenes x 3 methods = "
+            f"{3 * k} explanations") in result.stderr
+    assert f"localisation on {k} type 1-3 questions of 4 scenes" in result.stdout
+    assert f"{3 * k}/{3 * k}" in result.stderr  # the finished bar, on stderr
+    assert "toy bench:" not in result.stdout and "eta" not in result.stdout  # stdout holds only the tables
     assert "exact-match accuracy on 8 held-out scenes" in result.output
     assert "glimpse" in result.output and "raw_attention" in result.output and "chance" in result.output
     assert "holistic-map pointing by question type" in result.output and "type 1 (n=" in result.output
@@ -79,6 +86,33 @@ def test_toy_bench_compares_options_of_a_method_and_rejects_malformed_ones():
     for bad in ("glimpse:uniform", "glimpse:token_weighting=sideways", "no_such_method", ","):
         result = CliRunner().invoke(app, options + ["--methods", bad])
         assert result.exit_code == 2 and "Traceback" not in result.output, (bad, result.output)
+
+
+def test_toy_bench_localisation_follows_n_by_default():
+    result = CliRunner().invoke(app, ["toy", "bench", "--n", "10", "--methods", "raw_attention"])
+    assert result.exit_code == 0, result.output
+    k = len(single_object_samples(2, HELDOUT_SEED))  # 10 // 5 scenes
+    assert k > 0 and (f"accuracy: 10 generations; localisation: {k} type 1-3 questions of 2 scenes x 1 methods = "
+                      f"{k} explanations") in result.stderr
+    assert f"localisation on {k} type 1-3 questions of 2 scenes" in result.stdout
+
+
+def test_toy_bench_skips_localisation_when_asked_or_too_few_scenes():
+    for options in (["--n", "2", "--n-localisation", "0"], ["--n", "4"]):  # 4 // 5 = 0 localisation scenes
+        result = CliRunner().invoke(app, ["toy", "bench", *options, "--methods", "no_such_method"])
+        assert result.exit_code == 0, result.output  # the methods are not even parsed
+        assert "localisation: skipped" in result.stderr and "localisation on" not in result.stdout
+        assert f"exact-match accuracy on {options[1]} held-out scenes" in result.stdout
+
+
+def test_accuracy_reports_progress_after_each_batch():
+    import glimpse
+    from glimpse.toy.bench import evaluate_accuracy
+
+    model, processor = glimpse.load(None, device="cpu")
+    done: list[int] = []
+    result = evaluate_accuracy(model, processor, n=5, batch_size=2, progress=done.append)
+    assert done == [2, 4, 5] and result["n"] == 5
 
 
 def test_shipped_model_explanations_are_finite():

@@ -39,8 +39,10 @@ def test_variants_compare_options_of_one_method_on_the_same_answers() -> None:
 
     model, processor = glimpse.load(None, device="cpu")
     variants = {"defaults": {"method": "glimpse"}, "uniform": {"method": "glimpse", "token_weighting": "uniform"}}
-    result = evaluate_localisation(model, processor, 6, 0, variants=variants)
+    done: list[int] = []
+    result = evaluate_localisation(model, processor, 6, 0, variants=variants, progress=done.append)
     assert list(result["methods"]) == ["defaults", "uniform"] and result["n_questions"] > 0
+    assert done == list(range(1, 2 * result["n_questions"] + 1))  # once per explanation: questions x variants
     a, b = result["methods"]["defaults"], result["methods"]["uniform"]
     # token weighting changes only the holistic map: the answer word's own map is the same
     assert np.isfinite(a["answer_word_energy"])  # scenes 0-5 hold correctly answered single-object questions

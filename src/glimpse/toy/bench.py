@@ -4,10 +4,11 @@ The held-out set is ``world.make_dataset(n, HELDOUT_SEED)``: sample ``i`` comes 
 Training draws its data from ``default_rng([train.TRAIN_TAG, seed, stage, step, b])`` (five entries, first one
 ``TRAIN_TAG``), a different seed sequence, so no training scene is ever a benchmark scene.
 
-    glimpse toy bench [--model FOLDER] [--n 1000] [--n-localisation 200]
+    glimpse toy bench [--model FOLDER] [--n 200] [--n-localisation N // 5]
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,8 +21,10 @@ HELDOUT_SEED = 424_242
 
 
 @torch.no_grad()
-def generate_answers(model, processor, samples: list[world.Sample], batch_size: int = 50) -> list[str]:
-    """The model's greedy answer (decoded, stripped) to each sample's question, in batches."""
+def generate_answers(model, processor, samples: list[world.Sample], batch_size: int = 50,
+                     progress: Callable[[int], None] | None = None) -> list[str]:
+    """The model's greedy answer (decoded, stripped) to each sample's question, in batches; `progress`, if given,
+    is called after each batch with the number of samples answered so far."""
     model.eval()
     processor.tokenizer.padding_side = "left"  # batched generation needs the prompts flush right
     answers = []
@@ -32,18 +35,28 @@ def generate_answers(model, processor, samples: list[world.Sample], batch_size: 
         out = model.generate(**inputs, do_sample=False)
         decoded = processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         answers += [a.strip() for a in decoded]
+        if progress is not None:
+            progress(len(answers))
     return answers
 
 
-def evaluate_accuracy(model, processor, n: int = 1000, seed: int = HELDOUT_SEED, batch_size: int = 50) -> dict:
-    """Greedy-decode answers for ``n`` held-out samples; return overall and per-type exact-match accuracy."""
+def evaluate_accuracy(model, processor, n: int = 1000, seed: int = HELDOUT_SEED, batch_size: int = 50,
+                      progress: Callable[[int], None] | None = None) -> dict:
+    """Greedy-decode answers for ``n`` held-out samples; return overall and per-type exact-match accuracy.
+    `progress`, if given, is called after each batch with the number of samples answered so far."""
     samples = world.make_dataset(n, seed)
     hits: dict[int, list[bool]] = {q: [] for q in world.QTYPES}
-    for s, a in zip(samples, generate_answers(model, processor, samples, batch_size)):
+    for s, a in zip(samples, generate_answers(model, processor, samples, batch_size, progress)):
         hits[s.qtype].append(a == s.answer)
     per_type = {q: sum(h) / len(h) for q, h in hits.items() if h}
     return {"n": n, "seed": seed, "overall": sum(sum(h) for h in hits.values()) / n,
             "per_type": per_type, "count_per_type": {q: len(h) for q, h in hits.items()}}
+
+
+def localisation_scenes(n: int, asked: int | None = None) -> int:
+    """Localisation scenes of a bench of `n` accuracy scenes: `asked`, or n // 5, so that the cost follows
+    `n` and n = 1000 keeps the 200 scenes of the documented figures."""
+    return n // 5 if asked is None else asked
 
 
 def parse_variants(spec: str) -> dict[str, dict[str, Any]]:

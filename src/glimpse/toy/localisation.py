@@ -11,6 +11,8 @@ of image tokens that touch the object.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..eval import energy_in_mask, pointing_chance, pointing_game
@@ -30,16 +32,24 @@ def answer_word_token(sample: world.Sample, tokens: list[str]) -> int | None:
     return hits[-1] if hits else None
 
 
+def single_object_samples(n: int, seed: int) -> list[world.Sample]:
+    """The samples that `evaluate_localisation` explains: those of types 1-3 among the `n` held-out ones."""
+    return [s for s in world.make_dataset(n, seed) if s.qtype in SINGLE_OBJECT_TYPES]
+
+
 def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[str, ...] = ("glimpse", "raw_attention"),
-                          variants: dict[str, dict] | None = None) -> dict:
+                          variants: dict[str, dict] | None = None,
+                          progress: Callable[[int], None] | None = None) -> dict:
     """Pointing game and energy in mask per method over the type 1-3 samples among `n` held-out ones.
 
     `variants` (name -> keyword arguments of `glimpse.explain`, e.g. `{"method": "glimpse", "layer_fraction": 0.5}`)
-    replaces `methods` to compare options of one method."""
+    replaces `methods` to compare options of one method. `progress`, if given, is called after each explanation
+    with the number done so far, out of questions x methods."""
     import glimpse
 
     runs = variants if variants is not None else {m: {"method": m} for m in methods}
-    samples = [s for s in world.make_dataset(n, seed) if s.qtype in SINGLE_OBJECT_TYPES]
+    samples = single_object_samples(n, seed)
+    done = 0
     keys = ("pointing", "energy", "correct", "word_pointing", "word_energy")
     scores: dict[str, dict[str, list[float]]] = {name: {k: [] for k in keys} for name in runs}
     chance = []
@@ -58,6 +68,9 @@ def evaluate_localisation(model, processor, n: int, seed: int, methods: tuple[st
             row["word_pointing"].append(np.nan if word is None else float(pointing_game(explanation, sample.mask,
                                                                                          token=word)))
             row["word_energy"].append(np.nan if word is None else energy_in_mask(explanation, sample.mask, token=word))
+            done += 1
+            if progress is not None:
+                progress(done)
         chance.append(pointing_chance(explanation.layouts[0], sample.mask))
     qtypes = [s.qtype for s in samples]
     by_type = {q: qtypes.count(q) for q in SINGLE_OBJECT_TYPES if q in qtypes}
