@@ -156,7 +156,8 @@ class AttentionMethod(Method):
 
     def run(self, model: Any, adapter: Adapter, inputs: dict[str, torch.Tensor],
             layout: SequenceLayout) -> MethodResult:
-        layers = self.layers(language_layer_count(model))
+        n_layers = language_layer_count(model)
+        layers = self.layers(n_layers)
         check_images(self, layout)
         reduce = self.reduce_layer
         if self.exclude_sinks:
@@ -164,7 +165,6 @@ class AttentionMethod(Method):
             reduce = without_keys(reduce, sink_positions(layout))
         cross = self.reduce_cross_layer if self.cross_attention else None
         cross_layers = frozenset(adapter.cross_attention_layers())
-        n_layers = language_layer_count(model)
 
         def finish(token: TokenTrace, captured: list[int]) -> None:
             self.finish_token(token, captured, n_layers, cross_layers & set(captured))
