@@ -18,7 +18,7 @@ from PIL import Image
 from ..layout import ImageLayout, ImageTile, SequenceLayout
 from .base import Adapter
 from .geometry import tiles_and_thumbnail_boxes
-from .grids import PixelPatch, grid_patches, split_image_runs
+from .grids import PixelPatch, frame_per_tile_patches, split_image_runs
 
 
 class AyaVisionAdapter(Adapter):
@@ -37,10 +37,8 @@ class AyaVisionAdapter(Adapter):
                 for image, frames in zip(images, boxes)]
 
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
-        _, _, height, width = inputs["pixel_values"].shape
-        side = self._side()
-        frames = sum(len(image.tiles) for image in layout.images)
-        return [patch for k in range(frames) for patch in grid_patches(k, side, side, height, width)]
+        # pixel_values holds every image's tiles and thumbnail in layout order, one per entry.
+        return frame_per_tile_patches(inputs["pixel_values"], layout, self._side(), self._side())
 
     def _side(self) -> int:
         config = self.model.config

@@ -24,7 +24,7 @@ from PIL import Image
 from ..errors import CaptureError
 from ..layout import Box, ImageLayout, ImageTile, SequenceLayout
 from .base import Adapter
-from .grids import PixelPatch, block_pairs, grid_patches, split_image_runs
+from .grids import PixelPatch, block_pairs, frame_per_tile_patches, split_image_runs
 
 
 class Gemma3Adapter(Adapter):
@@ -46,11 +46,8 @@ class Gemma3Adapter(Adapter):
                 for image, image_boxes in zip(images, boxes)]
 
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
-        _, _, height, width = inputs["pixel_values"].shape
-        side = self._side()
         # pixel_values holds each image and then its crops, in layout order, one frame per tile.
-        frames = sum(len(image.tiles) for image in layout.images)
-        return [patch for k in range(frames) for patch in grid_patches(k, side, side, height, width)]
+        return frame_per_tile_patches(inputs["pixel_values"], layout, self._side(), self._side())
 
     def bidirectional_pairs(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> torch.Tensor:
         return block_pairs(layout.length, [tile.positions for image in layout.images for tile in image.tiles])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import CaptureError
+from ..layout import SequenceLayout
 
 # Which [channels, H, W] frame of pixel_values: its index along the leading axes, an int for 4-D
 # pixel_values ([frames, 3, H, W]), a tuple for 5-D ones (LLaVA-NeXT: (image, tile); Idefics3: (sample, frame)).
@@ -38,6 +39,14 @@ def grid_patches(index: FrameIndex, rows: int, cols: int, height: int, width: in
     """Row-major pixel blocks of a rows x cols token grid laid evenly over one height x width frame."""
     ph, pw = height // rows, width // cols
     return [(index, r * ph, (r + 1) * ph, c * pw, (c + 1) * pw) for r in range(rows) for c in range(cols)]
+
+
+def frame_per_tile_patches(pixel_values: torch.Tensor, layout: SequenceLayout, rows: int, cols: int) -> list[PixelPatch]:
+    """Every image token's block when 4-D pixel_values hold one frame per tile, in layout order (images,
+    then their tiles), each tile a rows x cols token grid laid evenly over its frame."""
+    _, _, height, width = pixel_values.shape
+    frames = sum(len(image.tiles) for image in layout.images)
+    return [patch for k in range(frames) for patch in grid_patches(k, rows, cols, height, width)]
 
 
 def block_index(patch: PixelPatch) -> tuple:

@@ -17,7 +17,7 @@ from PIL import Image
 from ..layout import ImageLayout, ImageTile, SequenceLayout
 from .base import Adapter
 from .geometry import tiles_and_thumbnail_boxes
-from .grids import PixelPatch, grid_patches, split_image_runs
+from .grids import PixelPatch, frame_per_tile_patches, split_image_runs
 
 
 def _pair(value: int | Sequence[int]) -> tuple[int, int]:
@@ -44,11 +44,8 @@ class InternVLAdapter(Adapter):
                 for image, image_boxes, run in zip(images, boxes, runs)]
 
     def token_patches(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> list[PixelPatch]:
-        _, _, height, width = inputs["pixel_values"].shape
-        rows, cols = self._tokens_per_tile()
         # pixel_values holds every image's tiles in layout order, one tile per entry.
-        n_tiles = sum(len(image.tiles) for image in layout.images)
-        return [patch for k in range(n_tiles) for patch in grid_patches(k, rows, cols, height, width)]
+        return frame_per_tile_patches(inputs["pixel_values"], layout, *self._tokens_per_tile())
 
     def _tokens_per_tile(self) -> tuple[int, int]:
         config = self.model.config
