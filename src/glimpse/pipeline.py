@@ -77,13 +77,15 @@ def _run(method: Any, model: Any, adapter: Any, inputs: dict[str, torch.Tensor],
     try:
         with measured(model.device) as cost:
             result = method.run(model, adapter, inputs, layout)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise ResourceError(_out_of_memory(method, layout, exc)) from None
-    except RuntimeError as exc:
-        if not any(sign in str(exc) for sign in OUT_OF_MEMORY):
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not _is_out_of_memory(exc):
             raise
         raise ResourceError(_out_of_memory(method, layout, exc)) from None
     return result, cost
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(sign in str(exc) for sign in OUT_OF_MEMORY)
 
 
 def _out_of_memory(method: Any, layout: Any, exc: BaseException) -> str:
@@ -100,8 +102,7 @@ OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
 def _is_shipped_model(model: Any) -> bool:
     from .toy.model import default_model_path
 
-    name = str(getattr(model.config, "_name_or_path", "") or "")
-    return bool(name) and Path(name).resolve() == default_model_path().resolve()
+    return Path(_model_id(model)).resolve() == default_model_path().resolve()
 
 
 def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:

@@ -92,8 +92,8 @@ def option_defaults(cls: type[Method]) -> dict[str, Any]:
 
 
 def check_declaration(cls: type[Method]) -> None:
-    """A method class declares exactly its constructor's keyword arguments as options, with
-    defaults, and only values of its own section; raised at registration, for the method's author."""
+    """A method class declares exactly its constructor's keyword arguments as options, each with a
+    default, and a known `explains`; raised at registration, for the method's author."""
     parameters = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
     if set(parameters) != set(cls.options):
         raise MethodError(f"method {cls.name!r}: `options` declares {sorted(cls.options)}, but the constructor "
