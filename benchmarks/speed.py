@@ -34,7 +34,7 @@ import glimpse
 QUESTION = "what is in the picture?"
 
 
-def build(device: str):
+def build(device: str, layers: int = 8, dtype: torch.dtype = torch.float32):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "USER", "ASSISTANT", ":", "?", "."] + \
@@ -51,11 +51,11 @@ def build(device: str):
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
                                        num_attention_heads=4, image_size=336, patch_size=14),
-        text_config=LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8,
+        text_config=LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=layers, num_attention_heads=8,
                                 num_key_value_heads=8, vocab_size=len(tok)),
         image_token_index=tok.image_token_id, vision_feature_select_strategy="default", vision_feature_layer=-2)
     torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).to(device).eval().requires_grad_(False)
+    model = LlavaForConditionalGeneration(config).to(device, dtype).eval().requires_grad_(False)
     return model, processor
 
 

@@ -47,3 +47,37 @@ def tiny_llava_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_llava")
     save_tiny_llava(folder, seed=0)
     return folder
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_paths: run the test once per GLIMPSE attention path (glimpse_path)")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_paths") and "glimpse_path" not in metafunc.fixturenames:
+        metafunc.fixturenames.append("glimpse_path")
+        metafunc.parametrize("glimpse_path", ["full_matrix", "blockwise"], indirect=True)
+
+
+@pytest.fixture
+def glimpse_path(request, monkeypatch):
+    """GLIMPSE's path="auto" set to `request.param` for the test (block-wise in blocks of a few
+    rows); the test fails if GLIMPSE ran
+    but never took that path (an explanation computed outside the test, e.g. in a module fixture,
+    would otherwise pass unchecked)."""
+    from glimpse import blocks
+    from glimpse.methods import glimpse as module
+
+    monkeypatch.setattr(module, "BLOCKWISE_FROM", 0 if request.param == "blockwise" else 1 << 62)
+    # Blocks of a few rows, so that tiny sequences are cut into many blocks as long ones are.
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 1 << 11)
+    taken = []
+    original = module.Glimpse.blockwise
+
+    def recorded(self, model, n_positions):
+        taken.append(original(self, model, n_positions))
+        return taken[-1]
+    monkeypatch.setattr(module.Glimpse, "blockwise", recorded)
+    yield request.param
+    if taken:
+        assert (request.param == "blockwise") in taken, f"GLIMPSE never took the {request.param} path"

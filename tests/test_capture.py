@@ -104,3 +104,46 @@ def test_gradients_reach_the_image(tiny_llava):
     logits = model(**dict(inputs, pixel_values=pixels)).logits
     (grad,) = torch.autograd.grad(logits[0, -1].max(), pixels)
     assert grad.abs().sum() > 0
+
+
+def test_blockwise_explain_leaves_model_as_it_was(tiny_llava):
+    model, processor = tiny_llava
+    before = model_state(model)
+    result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle", path="blockwise")
+    assert result.cost["attention_path"] == "blockwise"
+    assert_released(model, before)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_blockwise_non_causal_mask_is_detected(tiny_llava, monkeypatch):
+    model, processor = tiny_llava
+    before = model_state(model)
+
+    def everything(batch_size, q_length, kv_length, **kwargs):
+        return torch.ones(batch_size, 1, q_length, kv_length, dtype=torch.bool)
+
+    monkeypatch.setattr(capture_module, "sdpa_mask", everything)
+    with pytest.raises(glimpse.CaptureError, match="future tokens"):
+        glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red", path="blockwise")
+    assert_released(model, before)
+
+
+def test_blockwise_keeps_no_attention_matrix(tiny_llava, monkeypatch):
+    """Nothing of size N x N is built per layer: the model's own sdpa runs, and the largest
+    recomputed block is a few rows (blocks of at most 2**11 elements here)."""
+    from glimpse import blocks
+
+    model, processor = tiny_llava
+    monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 1 << 11)
+    shapes = []
+    original = blocks.LayerAttention._probabilities
+
+    def probabilities(self, rows, keys):
+        out = original(self, rows, keys)
+        shapes.append((out.shape, self.query.shape[1]))
+        return out
+    monkeypatch.setattr(blocks.LayerAttention, "_probabilities", probabilities)
+    glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red", path="blockwise")
+    assert shapes
+    for (heads, rows, keys), n in shapes:
+        assert heads * rows * keys <= max(1 << 11, heads * keys) and rows < n

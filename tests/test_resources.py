@@ -28,7 +28,8 @@ def test_the_peak_working_memory_of_a_block_is_measured_on_the_cpu():
 def test_every_explanation_records_its_cost_and_keeps_it(tiny_llava, tmp_path):
     model, processor = tiny_llava
     result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
-    assert set(result.cost) == {"seconds", "peak_memory_bytes", "memory_source", "device"}
+    assert set(result.cost) == {"seconds", "peak_memory_bytes", "memory_source", "device", "attention_path"}
+    assert result.cost["attention_path"] == "full_matrix"  # a tiny sequence: path="auto" keeps explicit matrices
     assert result.cost["seconds"] > 0 and result.cost["peak_memory_bytes"] >= 0
     result.save(tmp_path / "e")
     assert glimpse.Explanation.load(tmp_path / "e").cost == result.cost

@@ -10,6 +10,12 @@ the backward pass of each answer token, a tensor hook hands every layer's attent
 the method's `reduce_layer` as soon as the gradient reaches that layer, so only the reduced form
 outlives the layer's backward step.
 
+Block-wise capture (`blockwise=True`) keeps the model's own attention kernel (sdpa) instead: the
+function records each layer's Q, K, V and mask (`blocks.LayerAttention`, no copy: autograd holds
+them anyway) and hooks the gradient of the layer's output, dO; the reducer gets them with the
+token's dO and recomputes whatever rows of A and dz/dA = dO V^T it needs, a block at a time.
+Causality is then checked once per mask rather than on probabilities. Memory grows with N, not N^2.
+
 Cross-attention layers (declared by the adapter: Mllama's, where text queries attend to vision
 tokens) are recorded and reduced apart from self-attention: their keys are not sequence positions,
 so there is no causal structure to impose or check; the mask is the one the model passes (Mllama's
@@ -23,21 +29,25 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .errors import CaptureError
+from .blocks import LayerAttention
+from .errors import CaptureError, FallbackWarning, note
 from .layout import SequenceLayout
 
 # Every capture's attention implementation is named CAPTURE_PREFIX + "_" + a fresh uuid.
 CAPTURE_PREFIX = "glimpse_capture"
-# (attention [heads, N, N], its gradient or None, query row) -> the tensors a method keeps.
+# Explicit matrices: (attention [heads, N, N], its gradient or None, query row) -> what a method keeps.
 # For a cross-attention layer the attention and gradient are [heads, N, K] (K vision keys).
 Reducer = Callable[[torch.Tensor, "torch.Tensor | None", int], dict[str, torch.Tensor]]
+# Block-wise: (the layer's LayerAttention with this token's grad_output, query row) -> what a method keeps.
+BlockReducer = Callable[[LayerAttention, int], dict[str, Any]]
 
 
 @dataclass
@@ -47,7 +57,7 @@ class TokenTrace:
     position: int
     token_id: int
     prob: float
-    layers: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    layers: dict[int, dict[str, Any]] = field(default_factory=dict)
     # What the method kept of this token right after its backward pass, when it reduces tokens one by one.
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -65,10 +75,12 @@ class Trace:
 
     tokens: list[TokenTrace]
     n_layers: int
-    shared: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    shared: dict[int, dict[str, Any]] = field(default_factory=dict)
     layers: list[int] = field(default_factory=list)
     # The entries of `layers` that are cross-attention layers (reduced by the cross-attention reducer).
     cross_layers: list[int] = field(default_factory=list)
+    # The fallbacks capture took (already warned about).
+    notes: list[str] = field(default_factory=list)
 
 
 GRADIENT_MODES = ("per_token", "sum", "none")
@@ -77,31 +89,76 @@ GRADIENT_MODES = ("per_token", "sum", "none")
 class _Recorder:
     """Holds each layer's attention during one capture and reduces its gradient on arrival."""
 
-    def __init__(self, reduce_layer: Reducer, layers: set[int] | None, bidirectional: torch.Tensor | None,
-                 cross_layers: frozenset[int] = frozenset(), reduce_cross: Reducer | None = None) -> None:
+    def __init__(self, reduce_layer: Reducer | BlockReducer, layers: set[int] | None, bidirectional: torch.Tensor | None,
+                 cross_layers: frozenset[int] = frozenset(), reduce_cross: Reducer | None = None,
+                 blockwise: bool = False) -> None:
         self.reduce_layer = reduce_layer
         self.cross_layers = cross_layers
         self.reduce_cross = reduce_cross
         self.wanted = layers
         self.bidirectional = bidirectional
+        self.blockwise = blockwise
+        # Explicit probabilities, or (block-wise) the attention outputs: the tensors whose gradients are hooked.
         self.attn: dict[int, torch.Tensor] = {}
+        self.inputs: dict[int, LayerAttention] = {}
+        self.checked_masks: dict[int, torch.Tensor] = {}
         self.query: int | None = None
-        self.reduced: dict[int, dict[str, torch.Tensor]] = {}
+        self.reduced: dict[int, dict[str, Any]] = {}
+
+    def layer_of(self, module: Any) -> int:
+        layer = getattr(module, "layer_idx", None)
+        return len(self.attn) if layer is None else int(layer)
 
     def record(self, module: Any, probs: torch.Tensor) -> None:
-        layer = getattr(module, "layer_idx", None)
-        layer = len(self.attn) if layer is None else int(layer)
+        layer = self.layer_of(module)
         if layer in self.cross_layers:
-            # Vision keys: nothing is "future" to a text query. Fail here, before any backward pass,
-            # if the method cannot reduce such a layer.
-            if self.reduce_cross is None and (self.wanted is None or layer in self.wanted):
-                raise CaptureError(f"language-model layer {layer} is a cross-attention layer, which this method "
-                                   "cannot explain")
+            self._check_cross(layer)
         else:
             self._check_causal(layer, probs)
-        self.attn[layer] = probs
-        if probs.requires_grad and (self.wanted is None or layer in self.wanted):
-            probs.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
+        self._hook(layer, probs)
+
+    def record_blocks(self, module: Any, inputs: LayerAttention, output: torch.Tensor) -> None:
+        """Block-wise capture: the layer's inputs are kept (autograd holds them anyway) and so is
+        its output [1, N, H, D], whose gradient `Capture` asks autograd for."""
+        layer = self.layer_of(module)
+        if layer in self.cross_layers:
+            self._check_cross(layer)
+        else:
+            self._check_mask(layer, inputs)
+        self.inputs[layer] = inputs
+        self.attn[layer] = output
+
+    def _hook(self, layer: int, tensor: torch.Tensor) -> None:
+        self.attn[layer] = tensor
+        if tensor.requires_grad and (self.wanted is None or layer in self.wanted):
+            tensor.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
+
+    def _check_cross(self, layer: int) -> None:
+        # Vision keys: nothing is "future" to a text query. Fail here, before any backward pass,
+        # if the method cannot reduce such a layer.
+        if self.reduce_cross is None and not self.blockwise and (self.wanted is None or layer in self.wanted):
+            raise CaptureError(f"language-model layer {layer} is a cross-attention layer, which this method "
+                               "cannot explain")
+
+    def _check_mask(self, layer: int, inputs: LayerAttention) -> None:
+        """The block-wise check of causality, once per mask (the layers share one): no allowed key
+        after its query except the adapter's declared bidirectional pairs."""
+        mask = inputs.mask
+        if mask is None:
+            if not inputs.causal:
+                raise CaptureError(f"language-model layer {layer} attends to future tokens: it has no attention mask "
+                                   "and is not causal, so the explanation would be wrong")
+            return
+        if id(mask) in self.checked_masks:
+            return
+        allowed = (mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2).any(0)
+        future = torch.triu(allowed, diagonal=1)
+        if self.bidirectional is not None:
+            future &= ~self.bidirectional.to(future.device)
+        if bool(future.any()):
+            raise CaptureError(f"language-model layer {layer} attends to future tokens: its attention mask is not "
+                               "causal, so the explanation would be wrong")
+        self.checked_masks[id(mask)] = mask  # kept so that the id is not reused by another mask
 
     def _check_causal(self, layer: int, probs: torch.Tensor) -> None:
         future = torch.triu(torch.ones(probs.shape[-2:], dtype=torch.bool, device=probs.device), diagonal=1)
@@ -178,6 +235,33 @@ def attention_for(recorder: _Recorder, owned: frozenset[int]) -> AttentionFuncti
     return capture_attention
 
 
+def blockwise_attention_for(recorder: _Recorder, owned: frozenset[int], zero_keys: torch.Tensor | None) -> AttentionFunction:
+    """The model's own sdpa attention, its inputs recorded into `recorder` for block-wise
+    recomputation (nothing N x N is kept). `zero_keys` (exclude_sinks) applies to self-attention."""
+
+    def blockwise_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                            **kwargs: Any) -> tuple[torch.Tensor, None]:
+        if id(module) not in owned:
+            raise CaptureError(f"glimpse's capture attention was called by a {type(module).__name__} outside the "
+                               "model being captured")
+        if kwargs.get("softcap") is not None:
+            raise CaptureError(f"{type(module).__name__} caps its attention logits (softcap), which sdpa cannot run: "
+                               "explain it with path='full_matrix'")
+        output, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=scaling,
+                                           **kwargs)
+        cross = recorder.is_cross(module)
+        mask = None if attention_mask is None else attention_mask[0, :, :, : key.shape[-2]].detach()
+        inputs = LayerAttention(query[0].detach(), key[0].detach(), value[0].detach(), mask,
+                                query.shape[-1] ** -0.5 if scaling is None else scaling,
+                                causal=not cross and getattr(module, "is_causal", True),
+                                zero_keys=None if cross else zero_keys)
+        recorder.record_blocks(module, inputs, output)
+        return output, None
+
+    return blockwise_attention
+
+
 def _probabilities(module: Any, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
                    scaling: float | None, softcap: float | None, cross: bool) -> torch.Tensor:
     key = _repeat_kv(key, query.shape[1] // key.shape[1])
@@ -197,8 +281,9 @@ def _probabilities(module: Any, query: torch.Tensor, key: torch.Tensor, attentio
 
 
 @contextmanager
-def registered(name: str, function: AttentionFunction) -> Iterator[str]:
-    """`function` (with eager's mask) is the attention implementation `name` for the duration.
+def registered(name: str, function: AttentionFunction, mask_function: Callable[..., Any]) -> Iterator[str]:
+    """`function` (with `mask_function`: eager's or sdpa's mask) is the attention implementation
+    `name` for the duration.
 
     The attention function goes into the shared `ALL_ATTENTION_FUNCTIONS` instance through its
     public mapping interface (item assignment and `del`): that instance is what
@@ -216,7 +301,7 @@ def registered(name: str, function: AttentionFunction) -> Iterator[str]:
     """
     ALL_ATTENTION_FUNCTIONS[name] = function
     try:
-        AttentionMaskInterface.register(name, eager_mask)
+        AttentionMaskInterface.register(name, mask_function)
         try:
             yield name
         finally:
@@ -260,13 +345,15 @@ class Capture:
     parameter flags and train/eval mode, removes its hooks and unregisters its attention function.
     """
 
-    def __init__(self, model: Any, text_config_key: str, reduce_layer: Reducer, layers: list[int] | None = None,
-                 bidirectional: torch.Tensor | None = None, cross_layers: Sequence[int] = (),
-                 reduce_cross: Reducer | None = None) -> None:
+    def __init__(self, model: Any, text_config_key: str, reduce_layer: Reducer | BlockReducer,
+                 layers: list[int] | None = None, bidirectional: torch.Tensor | None = None,
+                 cross_layers: Sequence[int] = (), reduce_cross: Reducer | None = None, blockwise: bool = False,
+                 zero_keys: Sequence[int] = ()) -> None:
         self.model = model
         self.text_config_key = text_config_key
         self.recorder = _Recorder(reduce_layer, None if layers is None else set(layers), bidirectional,
-                                  frozenset(cross_layers), reduce_cross)
+                                  frozenset(cross_layers), reduce_cross, blockwise)
+        self.zero_keys = torch.tensor(list(zero_keys), dtype=torch.long, device=model.device) if zero_keys else None
         self.layers = layers
         self.name = f"{CAPTURE_PREFIX}_{uuid.uuid4().hex}"
         self._stack: ExitStack | None = None
@@ -285,9 +372,15 @@ class Capture:
     def _enter(self, stack: ExitStack) -> None:
         # Undone in reverse on exit: implementation, hook, flags and mode, registration, recorded attention.
         model = self.model
-        stack.callback(self.recorder.attn.clear)
+        rec = self.recorder
+        stack.callback(rec.attn.clear)
+        stack.callback(rec.inputs.clear)
+        stack.callback(rec.checked_masks.clear)
         owned = frozenset(id(module) for module in model.modules())
-        stack.enter_context(registered(self.name, attention_for(self.recorder, owned)))
+        if rec.blockwise:
+            stack.enter_context(registered(self.name, blockwise_attention_for(rec, owned, self.zero_keys), sdpa_mask))
+        else:
+            stack.enter_context(registered(self.name, attention_for(rec, owned), eager_mask))
         stack.enter_context(frozen(model))
         # Gradients must reach the attention even when no parameter requires them.
         hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: o.requires_grad_(True))
@@ -309,14 +402,17 @@ class Capture:
             stack.close()
 
     def run(self, inputs: dict[str, torch.Tensor], layout: SequenceLayout, gradients: str = "per_token",
-            on_token: Callable[[TokenTrace, list[int]], None] | None = None) -> Trace:
+            on_token: Callable[[TokenTrace, list[int]], None] | None = None, token_batch: int = 1) -> Trace:
         """One forward pass over prompt + answer, then the backward passes `gradients` asks for:
         "per_token" (one per answer token: exact), "sum" (one for the sum of the answer logits)
         or "none" (attention only). With per-token gradients, `on_token(token, captured layers)` runs
-        right after each token's backward pass."""
+        right after each token's backward pass. Block-wise, `token_batch` answer tokens share one
+        batched backward pass (a vector-Jacobian product per token, the weights read once)."""
         if gradients not in GRADIENT_MODES:
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
         rec = self.recorder
+        if rec.blockwise and gradients == "none":
+            raise ValueError("block-wise capture recomputes attention from its gradients: it needs gradients")
         if rec.bidirectional is not None:
             _check_prefix_only(rec.bidirectional, layout)
         with torch.enable_grad():
@@ -336,7 +432,11 @@ class Capture:
                   for pos, row, y in zip(layout.answer, rows, targets)]
         shared: dict[int, dict[str, torch.Tensor]] = {}
         last = layout.answer[-1] - 1
-        if gradients == "per_token":
+        notes: list[str] = []
+        if rec.blockwise:
+            scores = [row[y] for row, y in zip(rows, targets)]
+            shared = self._run_blocks(tokens, scores, wanted, gradients, on_token, token_batch, notes)
+        elif gradients == "per_token":
             for i, token in enumerate(tokens):
                 token.layers = self._backward(rows[i][targets[i]], token.query, wanted[0], i < len(tokens) - 1)
                 if on_token is not None:
@@ -347,7 +447,50 @@ class Capture:
         else:
             shared = {l: rec.reduce(l, rec.attn[l][0].detach(), None, last) for l in wanted}
         return Trace(tokens, language_layer_count(self.model), shared, wanted,
-                     [l for l in wanted if l in rec.cross_layers])
+                     [l for l in wanted if l in rec.cross_layers], notes)
+
+    def _run_blocks(self, tokens: list[TokenTrace], scores: list[torch.Tensor], wanted: list[int], gradients: str,
+                    on_token: Callable[[TokenTrace, list[int]], None] | None, token_batch: int,
+                    notes: list[str]) -> dict[int, dict[str, Any]]:
+        """Block-wise backward passes: autograd gives each wanted layer's output gradient dO, and the
+        reducer gets the layer's inputs with the token's rows of it."""
+        if gradients == "sum":
+            grads = self._output_grads(torch.stack(scores).sum()[None], wanted, False, notes)
+            return self._reduce_blocks(wanted, grads, 0, tokens[-1].query)
+        for start in range(0, len(tokens), token_batch):
+            chunk = range(start, min(start + token_batch, len(tokens)))
+            grads = self._output_grads(torch.stack([scores[i] for i in chunk]), wanted, chunk.stop < len(tokens), notes)
+            for b, i in enumerate(chunk):
+                tokens[i].layers = self._reduce_blocks(wanted, grads, b, tokens[i].query)
+                if on_token is not None:
+                    on_token(tokens[i], wanted)
+        return {}
+
+    def _output_grads(self, targets: torch.Tensor, wanted: list[int], retain: bool,
+                      notes: list[str]) -> list[torch.Tensor]:
+        """d targets[b] / d(output of layer l), stacked over b: [B, 1, N, H, D] for each wanted layer."""
+        outputs = [self.recorder.attn[l] for l in wanted]
+        if len(targets) == 1:
+            return [g[None] for g in torch.autograd.grad(targets[0], outputs, retain_graph=retain,
+                                                         materialize_grads=True)]
+        try:
+            # The graph is kept even after the last chunk, so that a failed batched pass can be redone token by token.
+            return list(torch.autograd.grad(targets, outputs, torch.eye(len(targets), device=targets.device),
+                                            retain_graph=True, is_grads_batched=True, materialize_grads=True))
+        except RuntimeError as exc:  # an operation of this model without a batching rule for vmap
+            if "out of memory" in str(exc):
+                raise
+            note(notes, f"the batched backward pass failed on this model ({str(exc).splitlines()[0][:200]}); "
+                        "answer tokens were back-propagated one at a time (same result, slower)", FallbackWarning)
+            per_token = [torch.autograd.grad(t, outputs, retain_graph=retain or i < len(targets) - 1,
+                                             materialize_grads=True) for i, t in enumerate(targets)]
+            return [torch.stack([grads[k] for grads in per_token]) for k in range(len(outputs))]
+
+    def _reduce_blocks(self, wanted: list[int], grads: list[torch.Tensor], b: int, query: int) -> dict[int, dict[str, Any]]:
+        rec = self.recorder
+        return {l: rec.reduce_layer(replace(rec.inputs[l], grad_output=g[b, 0, : query + 1].detach().transpose(0, 1)),
+                                    query)
+                for l, g in zip(wanted, grads)}
 
     def _backward(self, target: torch.Tensor, query: int, lowest: int, retain: bool) -> dict[int, dict[str, torch.Tensor]]:
         rec = self.recorder

@@ -56,6 +56,8 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
                     "on this image its answer and explanation mean little: load a real model for photos",
              DomainWarning)
     result, cost = _run(chosen, model, adapter, full, layout)
+    if result.attention_path is not None:
+        cost["attention_path"] = result.attention_path
     tokenizer = adapter.tokenizer
     return Explanation(
         question=prompt, answer=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),

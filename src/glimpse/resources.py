@@ -47,6 +47,21 @@ class _ResidentPeak:
         return max(self.peak, _resident_bytes()) - self.start
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that could still be allocated: free CUDA memory, or the kernel's MemAvailable on the
+    CPU (Linux); None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 @contextmanager
 def measured(device: torch.device) -> Iterator[dict[str, Any]]:
     """Yields a dict that holds, on exit, `seconds`, `peak_memory_bytes` (None when not measurable

@@ -96,17 +96,19 @@ def test_each_token_is_reduced_right_after_its_backward_pass(tiny_llava, monkeyp
         original_finish(self, token, layers, n_layers, cross)
         alive.append(sum(bool(t.layers) for t in traces[-1]))
 
-    def run(self, inputs, layout, gradients="per_token", on_token=None):
+    def run(self, inputs, layout, gradients="per_token", on_token=None, token_batch=1):
         def watched(token, layers):
             traces.append([token] if not traces else traces[-1] + [token])
             on_token(token, layers)
-        return original_run(self, inputs, layout, gradients, watched)
+        return original_run(self, inputs, layout, gradients, watched, token_batch)
 
     monkeypatch.setattr(Glimpse, "finish_token", finish)
     monkeypatch.setattr(Capture, "run", run)
-    result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
-    assert alive == [0, 0, 0] and len(result.answer_tokens) == 3
-    assert all(not token.layers and set(token.summary) >= {"row", "alpha"} for token in traces[-1])
+    for options in ({"path": "full_matrix"}, {"path": "blockwise"}, {"path": "blockwise", "max_memory": 1.0}):
+        alive.clear(), traces.clear()
+        result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle", **options)
+        assert alive == [0, 0, 0] and len(result.answer_tokens) == 3
+        assert all(not token.layers and set(token.summary) >= {"row", "alpha"} for token in traces[-1])
 
 
 def test_capture_computes_only_the_logits_it_reads(tiny_llava):
@@ -118,3 +120,19 @@ def test_capture_computes_only_the_logits_it_reads(tiny_llava):
     finally:
         hook.remove()
     assert shapes == [(1, 4, model.config.text_config.vocab_size)]  # 3 answer tokens' query rows + the last
+
+
+def test_path_option_and_the_auto_rule(tiny_llava):
+    import types
+
+    from glimpse.methods import glimpse as module
+
+    with pytest.raises(glimpse.OptionError, match="path must be one of"):
+        Glimpse(path="fastest")
+    model = tiny_llava[0]
+    assert not Glimpse().blockwise(model, module.BLOCKWISE_FROM - 1)
+    assert Glimpse().blockwise(model, module.BLOCKWISE_FROM)
+    assert Glimpse(path="blockwise").blockwise(model, 10) and not Glimpse(path="full_matrix").blockwise(model, 10**6)
+    capped = types.SimpleNamespace(config=types.SimpleNamespace(text_config=types.SimpleNamespace(
+        attn_logit_softcapping=50.0)))
+    assert not Glimpse().blockwise(capped, 10**6), "sdpa cannot cap logits: auto keeps explicit matrices"

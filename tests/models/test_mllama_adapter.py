@@ -21,6 +21,8 @@ from reference import assert_match, named_like_reference
 from tiny_families_mllama import CROSS_LAYERS, build
 from tiny_models import rand_image
 
+pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+
 
 @pytest.fixture(scope="module")
 def tiny_mllama():

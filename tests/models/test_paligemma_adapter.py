@@ -23,6 +23,8 @@ from glimpse.models.base import Adapter
 from tiny_families_gemma import build
 from tiny_models import rand_image
 
+pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+
 CELL = 8  # pixels per token side: SigLIP 40 px, patch 8 -> 5 x 5 tokens
 FAMILIES = ["paligemma", "paligemma2"]
 SIZES = [[(100, 60)], [(30, 90), (57, 57)], [(130, 41), (20, 75), (64, 48)]]

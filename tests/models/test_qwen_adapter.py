@@ -11,6 +11,8 @@ from reference import assert_match, named_like_reference, reference_glimpse, ref
 from tiny_families_qwen import build, save_qwen2_vl
 from tiny_models import rand_image
 
+pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+
 # Pairs of (width, height): non-square both ways, a small one smart_resize enlarges (min_pixels) and a large
 # one it shrinks (max_pixels), a long thin one. Each pair is one two-image prompt.
 SIZE_PAIRS = [((120, 60), (50, 90)), ((30, 30), (300, 250)), ((200, 40), (41, 77))]

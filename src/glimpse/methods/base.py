@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..blocks import LayerAttention
 from ..capture import Capture, Reducer, TokenTrace, Trace, language_layer_count, logits_kwargs
 from ..errors import MethodError
 from ..layout import SequenceLayout
@@ -37,6 +38,8 @@ class MethodResult:
     probs: torch.Tensor | None = None  # p_t of each answer token; filled by `run`
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # How capture computed attention: "blockwise" or "full_matrix" (None: the method reads no attention).
+    attention_path: str | None = None
 
 
 class Method(ABC):
@@ -138,6 +141,21 @@ class AttentionMethod(Method):
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor | None, query: int) -> dict[str, torch.Tensor]:
         """One layer's attention (and gradient) reduced to what `combine` needs."""
 
+    def blockwise(self, model: Any, n_positions: int) -> bool:
+        """Whether to capture block-wise (the model's sdpa kept, attention recomputed by
+        `reduce_blocks` in row blocks) for a sequence of `n_positions`. Default: explicit matrices."""
+        return False
+
+    def token_batch(self, model: Any, layout: SequenceLayout, layers: list[int]) -> int:
+        """How many answer tokens share one batched backward pass when capturing block-wise. Default 1."""
+        return 1
+
+    def reduce_blocks(self, attention: LayerAttention, query: int) -> dict[str, Any]:
+        """`reduce_layer` for block-wise capture: the layer's inputs with this token's grad_output
+        (`blocks.LayerAttention`), self- and cross-attention alike. Only methods whose `blockwise`
+        can be True implement it."""
+        raise NotImplementedError
+
     def reduce_cross_layer(self, attn: torch.Tensor, grad: torch.Tensor | None,
                            query: int) -> dict[str, torch.Tensor]:
         """`reduce_layer` for a cross-attention layer: attn and grad are [heads, N, K vision keys].
@@ -159,10 +177,12 @@ class AttentionMethod(Method):
         n_layers = language_layer_count(model)
         layers = self.layers(n_layers)
         check_images(self, layout)
-        reduce = self.reduce_layer
-        if self.exclude_sinks:
+        blockwise = self.blockwise(model, layout.length)
+        sinks = sink_positions(layout) if self.exclude_sinks else []
+        reduce: Any = self.reduce_blocks if blockwise else self.reduce_layer
+        if sinks and not blockwise:
             # Sinks are sequence keys: a cross-attention layer's keys are vision tokens, so its reducer is left as is.
-            reduce = without_keys(reduce, sink_positions(layout))
+            reduce = without_keys(reduce, sinks)
         cross = self.reduce_cross_layer if self.cross_attention else None
         cross_layers = frozenset(adapter.cross_attention_layers())
 
@@ -170,10 +190,14 @@ class AttentionMethod(Method):
             self.finish_token(token, captured, n_layers, cross_layers & set(captured))
 
         with Capture(model, adapter.text_config_key, reduce, layers, cross_layers=cross_layers,
-                     reduce_cross=cross, bidirectional=adapter.bidirectional_pairs(inputs, layout)) as capture:
-            trace = capture.run(inputs, layout, self.gradients, on_token=finish)
+                     reduce_cross=cross, bidirectional=adapter.bidirectional_pairs(inputs, layout),
+                     blockwise=blockwise, zero_keys=sinks if blockwise else ()) as capture:
+            trace = capture.run(inputs, layout, self.gradients, on_token=finish,
+                                token_batch=self.token_batch(model, layout, layers) if blockwise else 1)
         result = self.combine(trace, layout)
+        result.notes = trace.notes + result.notes
         result.probs = torch.tensor([t.prob for t in trace.tokens], dtype=torch.float32)
+        result.attention_path = "blockwise" if blockwise else "full_matrix"
         return result
 
 

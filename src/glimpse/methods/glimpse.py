@@ -14,20 +14,29 @@ index. Without cross-attention layers every step is ordinary GLIMPSE, bit for bi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import torch
 
+from ..blocks import LayerAttention
 from ..capture import TokenTrace, Trace
 from ..errors import OptionError, note
 from ..layout import SequenceLayout
+from ..resources import available_memory
 from .base import SINKS_HELP, AttentionMethod, MethodResult
+from .glimpse_blocks import fused_product, layer_scalars
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 # The paper tuned depth_lambda = 0.2 on a 64-layer model; depth_scale="auto" keeps the prior's total
 # tilt across the stack the same for L layers: depth_lambda * 64 / L.
 REFERENCE_DEPTH = 64
+PATHS = ("auto", "blockwise", "full_matrix")
+# path="auto" recomputes attention block-wise from this many language-model positions on; below
+# it, explicit matrices are faster and small. Measured by benchmarks/paths.py (see the README).
+BLOCKWISE_FROM = 1024
 
 
 class Glimpse(AttentionMethod):
@@ -42,6 +51,12 @@ class Glimpse(AttentionMethod):
         "token_weighting": f"how answer tokens weigh into the holistic maps: {' | '.join(WEIGHTINGS)}",
         "exclude_sinks": SINKS_HELP,
         "depth_scale": "None, or 'auto': depth_lambda * 64 / layers (the paper tuned depth_lambda on 64 layers)",
+        "path": ("blockwise: the model keeps its sdpa attention and A, dz/dA are recomputed in row blocks (memory "
+                 "linear in the sequence length); full_matrix: explicit N x N attention; auto: blockwise from "
+                 f"{BLOCKWISE_FROM} positions on (same maths, same maps)"),
+        "max_memory": ("GiB that batched backward passes (several answer tokens in one, block-wise path only) may "
+                       "use, at most what is available; None or 0: one token at a time (batching was slower on CPU: "
+                       "benchmarks/exact.py, job batched)"),
     }
     details = {
         "alpha": "[T, layers] per-token layer weights alpha^l (Step 3)",
@@ -52,8 +67,15 @@ class Glimpse(AttentionMethod):
     token_ranking = "gamma = beta^V * beta^P, GLIMPSE's joint token relevance"
 
     def __init__(self, head_lambda: float = 0.5, depth_lambda: float = 0.2, layer_fraction: float = 1.0,
-                 token_weighting: str = "full", exclude_sinks: bool = False, depth_scale: str | None = None) -> None:
+                 token_weighting: str = "full", exclude_sinks: bool = False, depth_scale: str | None = None,
+                 path: str = "auto", max_memory: float | None = None) -> None:
         super().__init__(exclude_sinks)
+        if max_memory is not None and max_memory < 0:
+            raise OptionError(f"max_memory must be >= 0 (GiB) or None, got {max_memory}")
+        self.max_memory = max_memory
+        if path not in PATHS:
+            raise OptionError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+        self.path = path
         if depth_scale not in (None, "auto"):
             raise OptionError(f"depth_scale must be None or 'auto', got {depth_scale!r}")
         self.depth_scale = depth_scale
@@ -76,6 +98,29 @@ class Glimpse(AttentionMethod):
         n = max(1, math.ceil(self.layer_fraction * n_layers))
         return list(range(n_layers - n, n_layers))
 
+    def blockwise(self, model: Any, n_positions: int) -> bool:
+        if self.path != "auto":
+            return self.path == "blockwise"
+        config = getattr(model.config, "text_config", model.config)
+        # sdpa cannot cap attention logits (Gemma 2's softcap): such models keep explicit matrices.
+        return n_positions >= BLOCKWISE_FROM and getattr(config, "attn_logit_softcapping", None) is None
+
+    def reduce_blocks(self, attention: LayerAttention, query: int) -> dict[str, Any]:
+        return layer_scalars(attention, query, self.head_lambda)
+
+    def token_batch(self, model: Any, layout: SequenceLayout, layers: list[int]) -> int:
+        """As many answer tokens per batched backward pass as `max_memory` holds, by an estimate of
+        one token's share: every explained layer's output gradient, plus the transient gradients of
+        one decoder layer's backward (MLP intermediate and attention projections)."""
+        if self.gradients != "per_token" or not self.max_memory:
+            return 1
+        budget = min(self.max_memory * 2**30, available_memory(model.device) or float("inf"))
+        config = getattr(model.config, "text_config", model.config)
+        hidden = int(config.hidden_size)
+        width = len(layers) * hidden + 4 * int(getattr(config, "intermediate_size", 4 * hidden)) + 8 * hidden
+        per_token = 4 * layout.length * width
+        return max(1, min(len(layout.answer), int(budget // per_token)))
+
     def reduce_layer(self, attn: torch.Tensor, grad: torch.Tensor, query: int) -> dict[str, torch.Tensor]:
         return self._reduce(attn, grad, query, causal=True)
 
@@ -97,11 +142,19 @@ class Glimpse(AttentionMethod):
     def token_state(self, token: TokenTrace, layers: list[int], n_layers: int,
                     cross: frozenset[int]) -> dict[str, torch.Tensor]:
         """Steps 1-3 for one answer token: its propagated rows, layer weights and head weights."""
-        evidence = torch.stack([token.layers[l]["evidence"] for l in layers])
-        alpha = layer_weights(evidence, depth_prior(layers, self.effective_depth_lambda(n_layers)))
-        row, keys = propagate(token, layers, alpha, cross)
-        heads = torch.stack([token.layers[l]["head_weights"] for l in layers])
-        return {"row": row, "keys": keys, "alpha": alpha, "head_weights": heads, "no_evidence": not evidence.any()}
+        alpha, heads, evidence = self.weights(token.layers, layers, n_layers)
+        rows, keys = propagate(one_hot([token.query], token.query + 1, heads.device), layers, alpha,
+                               layer_product(token.layers, token.query), cross)
+        return {"row": rows[0].cpu(), "keys": None if keys is None else keys[0].cpu(), "alpha": alpha.cpu(),
+                "head_weights": heads.cpu(), "no_evidence": not evidence.any()}
+
+    def weights(self, reduced: dict[int, dict[str, Any]], layers: list[int],
+                n_layers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(alpha [layers], head weights [layers, heads], layer evidence [layers]) of reduced layers."""
+        evidence = torch.stack([reduced[l]["evidence"] for l in layers])
+        prior = depth_prior(layers, self.effective_depth_lambda(n_layers)).to(evidence.device)
+        heads = torch.stack([reduced[l]["head_weights"] for l in layers])
+        return layer_weights(evidence, prior), heads, evidence
 
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
@@ -158,6 +211,8 @@ class GlimpseFast(Glimpse):
     gradients = "sum"
 
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
+        if any("attention" in reduced for reduced in trace.shared.values()):
+            return super().combine(replace(trace, tokens=self.blockwise_states(trace)), layout)
         cross = set(trace.cross_layers)
 
         def prefix(layer: int, fused: torch.Tensor, query: int) -> torch.Tensor:
@@ -167,6 +222,20 @@ class GlimpseFast(Glimpse):
                                          for layer, reduced in trace.shared.items()})
                   for token in trace.tokens]
         return super().combine(replace(trace, tokens=tokens), layout)
+
+    def blockwise_states(self, trace: Trace) -> list[TokenTrace]:
+        """Every token's summary from the shared block-wise layers, all rows carried at once: token
+        t's row lives on its causal prefix and E_l maps a prefix onto itself, so propagating it
+        through the whole shared E_l is the same as through E_l cut to the prefix."""
+        layers, cross = trace.layers, frozenset(trace.cross_layers)
+        alpha, heads, evidence = self.weights(trace.shared, layers, trace.n_layers)
+        last = trace.tokens[-1].query
+        rows, keys = propagate(one_hot([t.query for t in trace.tokens], last + 1, heads.device), layers, alpha,
+                               layer_product(trace.shared, last), cross)
+        return [replace(token, summary={"row": rows[i, : token.query + 1].cpu(),
+                                        "keys": None if keys is None else keys[i].cpu(), "alpha": alpha.cpu(),
+                                        "head_weights": heads.cpu(), "no_evidence": not evidence.any()})
+                for i, token in enumerate(trace.tokens)]
 
 
 def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float,
@@ -199,27 +268,45 @@ def layer_weights(evidence: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     return weighted / total if total > 0 else prior.clone()
 
 
-def propagate(token: TokenTrace, layers: list[int], alpha: torch.Tensor,
+Product = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+def layer_product(reduced: dict[int, dict[str, Any]], query: int) -> Product:
+    """(layer, rows) -> rows @ E_l, from the explicit fused matrix or block-wise from the layer's inputs."""
+
+    def product(layer: int, rows: torch.Tensor) -> torch.Tensor:
+        kept = reduced[layer]
+        if "fused" in kept:
+            return rows @ kept["fused"].float().to(rows.device)
+        return fused_product(rows, kept["attention"], kept["head_weights"], query)
+    return product
+
+
+def one_hot(queries: list[int], size: int, device: torch.device | None = None) -> torch.Tensor:
+    rows = torch.zeros(len(queries), size, device=device)
+    rows[torch.arange(len(queries)), torch.tensor(queries)] = 1.0
+    return rows
+
+
+def propagate(rows: torch.Tensor, layers: list[int], alpha: torch.Tensor, product: Product,
               cross: frozenset[int] = frozenset()) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Row `query` of R = prod_l (2I + alpha^l E_l), scaled by 2^-n, carried as a row vector.
+    """Rows of R = prod_l (2I + alpha^l E_l), scaled by 2^-n, carried as row vectors from `rows`
+    (one-hot at the query rows) with `product(layer, rows)` = rows @ E_l.
 
     Each step halves (r <- r + alpha/2 * r E) so the 2^-n rescale is applied as it goes.
     R lives on sequence positions + vision keys: a cross-attention layer l (in `cross`) has
     E_l = [[0, E^x_l], [0, 0]] there (text rows to vision keys) and every vision key's own row is
     the identity, so the step leaves the sequence row as it is and adds alpha/2 * r E^x_l to the
-    vision-key row. Returns (sequence row, vision-key row or None without cross-attention layers).
+    vision-key row. Returns (sequence rows, vision-key rows or None without cross-attention layers).
     """
-    size = token.query + 1
-    row = torch.zeros(size, dtype=torch.float32)
-    row[token.query] = 1.0
     keys = None
     for layer, a in zip(reversed(layers), reversed(alpha.tolist())):
-        step = 0.5 * a * (row @ token.layers[layer]["fused"].float())
+        step = 0.5 * a * product(layer, rows)
         if layer in cross:
             keys = step if keys is None else keys + step
         else:
-            row = row + step
-    return row, keys
+            rows = rows + step
+    return rows, keys
 
 
 def visual_scores(row: torch.Tensor, keys: torch.Tensor | None, cross_attention: bool,

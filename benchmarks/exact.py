@@ -1,0 +1,213 @@
+"""Exact GLIMPSE against the floor and against a direct implementation: time, peak working memory
+and agreement of the maps, over sequence lengths and over layer counts, in one run.
+
+Model: the random LLaVA of `speed.py` (LLaVA-1.5 geometry, 576 image tokens per image, Llama 8 x 512
+with 8 heads; `--layers` changes the depth), CPU, 2 threads, a 16-token answer; the sequence grows
+with the number of images. Every job runs in a fresh process, which builds the model, reads its
+resident memory, runs the job once and reports the process's peak resident memory minus that
+baseline (the working memory). Jobs:
+
+  floor        the model's own attention (sdpa): one forward with gradients, one backward per answer token
+  fast_floor   sdpa: one forward, one backward (of the summed answer logits)
+  explain      glimpse.explain, exact GLIMPSE, path="auto" (what a user gets)
+  blockwise    exact GLIMPSE, path="blockwise"      full_matrix  exact GLIMPSE, path="full_matrix"
+  batched      blockwise with max_memory=8 GiB: several answer tokens per (vmap-batched) backward pass
+  direct       benchmarks/direct.py: eager + output_attentions + retain_grad, full matrices
+  fast         glimpse_fast (path="auto")
+
+The full-matrix jobs hold layers x heads x N^2 floats: they (and batched) run up to `--full-matrix-images` images.
+
+r is Pearson's correlation of the per-token image maps with the direct implementation's.
+
+    python benchmarks/exact.py [--images 1 2 4 7 14] [--layers 4 8 16] [--out benchmarks/results/exact-cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+QUESTION = "what is in the picture?"
+WORDS = ["a", "red", "circle", "on", "the", "left", "of", "blue", "square"]
+JOBS = ("floor", "fast_floor", "explain", "blockwise", "batched", "full_matrix", "direct", "fast")
+# The batched job's max_memory (GiB): answer tokens share batched backward passes within it.
+BATCHED_GIB = 8.0
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize()
+
+
+def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, device: str = "cpu",
+            dtype: str = "float32") -> dict:
+    """In this process: the job's sequence length, seconds and working memory; maps saved to `maps`.
+    On CUDA the memory is the allocator's peak above what the model and inputs hold."""
+    import torch
+    from PIL import Image
+
+    import glimpse
+    from direct import direct_glimpse
+    from speed import build
+
+    torch.set_num_threads(2)
+    model, processor = build(device, layers=layers, dtype=getattr(torch, dtype))
+    model.set_attn_implementation("sdpa")
+    pictures = [Image.new("RGB", (500, 375), (120, 80 + 10 * i, 40)) for i in range(images)]
+    answer = " ".join((WORDS * 8)[:answer_tokens])
+    adapter = glimpse.adapter_for(model, processor)
+    text = adapter.render_prompt(QUESTION, images)
+    answer_ids = adapter.answer_ids(text, answer)
+    inputs = adapter.with_answer(adapter.encode(pictures, text), answer_ids)
+    layout = adapter.layout(inputs, pictures, text, QUESTION, len(answer_ids))
+    inputs = {k: v.to(device, getattr(torch, dtype)) if v.is_floating_point() else v.to(device)
+              for k, v in inputs.items()}
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() if cuda else rss_bytes()
+    start = time.perf_counter()
+    extra: dict = {}
+    if job in ("floor", "fast_floor"):
+        floor(model, inputs, answer_ids, summed=job == "fast_floor")
+    elif job == "direct":
+        result = direct_glimpse(model, inputs, list(layout.answer), list(layout.image_positions), list(layout.prompt))
+        np.save(maps, result["token_visual"].float().cpu().numpy())
+    else:
+        options = {"path": job} if job in ("blockwise", "full_matrix") else {}
+        if job == "batched":
+            options = {"path": "blockwise", "max_memory": BATCHED_GIB}
+        method = "glimpse_fast" if job == "fast" else "glimpse"
+        explanation = glimpse.explain(model, processor, pictures, QUESTION, answer=answer, method=method, **options)
+        np.save(maps, explanation.token_visual)
+        extra["path"] = explanation.cost.get("attention_path")
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"job": job, "images": images, "layers": layers, "length": int(inputs["input_ids"].shape[1]),
+            "answer_tokens": len(answer_ids), "seconds": round(seconds, 2),
+            "working_memory_mb": round((peak - baseline) / 2**20, 1), **extra}
+
+
+def floor(model, inputs: dict, answer_ids: list[int], summed: bool) -> None:
+    import torch
+
+    kept = {}
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: kept.update(x=out.requires_grad_()))
+    try:
+        with torch.enable_grad():
+            logits = model(**inputs, use_cache=False).logits[0]
+            first = inputs["input_ids"].shape[1] - len(answer_ids)
+            targets = [logits[first + t - 1, token] for t, token in enumerate(answer_ids)]
+            if summed:
+                torch.autograd.grad(torch.stack(targets).sum(), kept["x"])
+            for t, target in enumerate([] if summed else targets):
+                torch.autograd.grad(target, kept["x"], retain_graph=t < len(targets) - 1)
+    finally:
+        hook.remove()
+
+
+def run_one(job: str, images: int, layers: int, args: argparse.Namespace, folder: Path) -> dict:
+    maps = folder / f"{job}-{images}-{layers}.npy"
+    done = subprocess.run([sys.executable, __file__, "--one", job, str(images), str(layers), str(maps),
+                           "--answer-tokens", str(args.answer_tokens), "--device", args.device, "--dtype", args.dtype],
+                          capture_output=True, text=True, cwd=Path(__file__).parent)
+    if done.returncode != 0:
+        return {"job": job, "images": images, "layers": layers, "error": done.stderr.strip().splitlines()[-1]}
+    row = json.loads(done.stdout.strip().splitlines()[-1])
+    direct = folder / f"direct-{images}-{layers}.npy"
+    if maps.exists() and direct.exists() and job != "direct":
+        row["r_direct"] = round(float(np.corrcoef(np.load(maps).ravel(), np.load(direct).ravel())[0, 1]), 6)
+    return row
+
+
+def show(row: dict, floors: dict) -> str:
+    if "error" in row:
+        return f"images={row['images']} layers={row['layers']} {row['job']:<11} failed: {row['error']}"
+    base = floors.get(("fast_floor" if row["job"] == "fast" else "floor", row["images"], row["layers"]))
+    ratio = f"{row['seconds'] / base['seconds']:5.2f}x" if base and row["job"] not in ("floor", "fast_floor") else "      "
+    mem = f"{row['working_memory_mb'] / base['working_memory_mb']:5.2f}x" if base and ratio.strip() else "      "
+    r = f"r={row['r_direct']:.6f}" if "r_direct" in row else ""
+    path = f"({row['path']})" if row.get("path") else ""
+    return (f"N={row['length']:>5} L={row['layers']:>2}  {row['job']:<11} {row['seconds']:>8.2f} s {ratio}  "
+            f"{row['working_memory_mb']:>8.1f} MB {mem}  {r} {path}")
+
+
+def exponent(rows: list[dict], job: str, layers: int) -> float | None:
+    """The slope of log(working memory) against log(N) by least squares. "blockwise" counts the
+    explain rows that took the block-wise path too."""
+    def counts(row: dict) -> bool:
+        return row.get("job") == job or (job == "blockwise" and row.get("path") == "blockwise")
+    points = [(row["length"], row["working_memory_mb"]) for row in rows
+              if counts(row) and row.get("layers") == layers and "error" not in row]
+    if len(points) < 2:
+        return None
+    x, y = (np.log([p[i] for p in points]) for i in (0, 1))
+    return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return f"{platform.processor() or platform.machine()}, cpu, 2 threads"
+
+
+def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float32", full_matrix_images: int = 4,
+         out: Path | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, nargs="+", default=[1, 2, 4, 7, 14])
+    parser.add_argument("--device", default=device)
+    parser.add_argument("--dtype", default=dtype, help="the model's dtype (the method's maths is float32)")
+    parser.add_argument("--full-matrix-images", type=int, default=full_matrix_images,
+                        help="the most images the full-matrix jobs (direct, full_matrix) run with")
+    parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16], help="depths, at 2 images")
+    parser.add_argument("--answer-tokens", type=int, default=16)
+    parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--one", nargs=4, metavar=("JOB", "IMAGES", "LAYERS", "MAPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        job, images, layers, maps = args.one
+        print(json.dumps(measure(job, int(images), int(layers), args.answer_tokens, Path(maps), args.device,
+                                 args.dtype)))
+        return
+    plan = [(images, 8) for images in args.images] + [(2, layers) for layers in args.layers if layers != 8]
+    rows, floors = [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        for images, layers in plan:
+            # direct first: the others' r is computed against its maps.
+            for job in sorted(args.jobs, key=lambda j: j != "direct"):
+                if job in ("direct", "full_matrix", "batched") and images > args.full_matrix_images:
+                    continue
+                if layers != 8 and job not in ("floor", "explain"):
+                    continue
+                if job == "blockwise" and rows[-1].get("path") == "blockwise":
+                    continue  # explain (path="auto", just run) was block-wise already
+                row = run_one(job, images, layers, args, Path(folder))
+                rows.append(row)
+                if job in ("floor", "fast_floor") and "error" not in row:
+                    floors[(job, images, layers)] = row
+                print(show(row, floors), flush=True)
+    fits = {job: exponent(rows, job, 8) for job in ("floor", "blockwise", "full_matrix", "direct")}
+    print("memory ~ N^k, fitted k (8 layers): " + ", ".join(f"{job} {k}" for job, k in fits.items() if k is not None))
+    if args.out:
+        args.out.write_text(json.dumps({"machine": machine(args.device), "dtype": args.dtype,
+                                        "command": " ".join(["python", *sys.argv]),
+                                        "rows": rows, "memory_exponent": fits}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
