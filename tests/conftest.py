@@ -56,19 +56,23 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if metafunc.definition.get_closest_marker("both_paths") and "glimpse_path" not in metafunc.fixturenames:
         metafunc.fixturenames.append("glimpse_path")
-        metafunc.parametrize("glimpse_path", ["full_matrix", "blockwise"], indirect=True)
+        metafunc.parametrize("glimpse_path", ["full_matrix", "blockwise", "batched"], indirect=True)
 
 
 @pytest.fixture
 def glimpse_path(request, monkeypatch):
-    """GLIMPSE's path="auto" set to `request.param` for the test (block-wise in blocks of a few
-    rows); the test fails if GLIMPSE ran
+    """GLIMPSE's path="auto" set to `request.param` for the test: "full_matrix", "blockwise" (in
+    blocks of a few rows) or "batched" (block-wise, every answer token in one batched backward
+    pass); the test fails if GLIMPSE ran
     but never took that path (an explanation computed outside the test, e.g. in a module fixture,
     would otherwise pass unchecked)."""
     from glimpse import blocks
     from glimpse.methods import glimpse as module
 
-    monkeypatch.setattr(module, "BLOCKWISE_FROM", 0 if request.param == "blockwise" else 1 << 62)
+    blockwise = request.param != "full_matrix"
+    monkeypatch.setattr(module, "BLOCKWISE_FROM", 0 if blockwise else 1 << 62)
+    if request.param == "batched":
+        monkeypatch.setattr(module.Glimpse, "token_batch", lambda self, model, layout, layers: len(layout.answer))
     # Blocks of a few rows, so that tiny sequences are cut into many blocks as long ones are.
     monkeypatch.setattr(blocks, "BLOCK_ELEMENTS", 1 << 11)
     taken = []
@@ -80,4 +84,4 @@ def glimpse_path(request, monkeypatch):
     monkeypatch.setattr(module.Glimpse, "blockwise", recorded)
     yield request.param
     if taken:
-        assert (request.param == "blockwise") in taken, f"GLIMPSE never took the {request.param} path"
+        assert blockwise in taken, f"GLIMPSE never took the {request.param} path"

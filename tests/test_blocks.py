@@ -91,3 +91,32 @@ def test_glimpse_steps_match_the_explicit_fusion(kind, seed):
     rows = torch.rand(3, query + 1, generator=torch.Generator().manual_seed(seed))
     product = fused_product(rows, attention, scalars["head_weights"], query)
     torch.testing.assert_close(product, rows @ expected["fused"])
+
+
+@pytest.mark.parametrize("cache_elements", [0, 300, 1 << 26])
+@pytest.mark.parametrize("silent", [(), (1,), (0, 1, 2, 3)])
+def test_streamed_sweep_is_the_two_pass_propagation(monkeypatch, cache_elements, silent):
+    """The polynomial-in-1/Z sweep equals alpha = w / Z applied layer by layer, with the cache full,
+    partial or empty, with layers that have no gradient, and with a cross-attention layer; with no
+    evidence at all it hands back no row (alpha is then the prior)."""
+    from glimpse.methods import glimpse_blocks
+    from glimpse.methods.glimpse import layer_product, layer_weights, one_hot, propagate
+
+    monkeypatch.setattr(glimpse_blocks, "CACHE_ELEMENTS", cache_elements)
+    attentions = {l: case("cross" if l == 2 else "causal", seed=l) for l in range(4)}
+    for l in silent:
+        attentions[l].grad_output = torch.zeros_like(attentions[l].grad_output)
+    layers, query, cross = [0, 1, 2, 3], attentions[0].grad_output.shape[1] - 1, frozenset({2})
+    prior = torch.softmax(0.2 * torch.arange(1.0, 5.0), 0)
+    swept = glimpse_blocks.propagate_streamed(attentions, layers, query, 0.5, prior, cross)
+    reduced = {l: layer_scalars(attentions[l], query, 0.5) for l in layers}
+    evidence = torch.stack([reduced[l]["evidence"] for l in layers])
+    torch.testing.assert_close(swept["evidence"], evidence)
+    torch.testing.assert_close(swept["head_weights"], torch.stack([reduced[l]["head_weights"] for l in layers]))
+    if len(silent) == len(layers):
+        assert swept["row"] is None
+        return
+    rows, keys = propagate(one_hot([query], query + 1), layers, layer_weights(evidence, prior),
+                           layer_product(reduced, query), cross)
+    torch.testing.assert_close(swept["row"], rows[0])
+    torch.testing.assert_close(swept["keys"], keys[0])

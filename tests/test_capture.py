@@ -147,3 +147,23 @@ def test_blockwise_keeps_no_attention_matrix(tiny_llava, monkeypatch):
     assert shapes
     for (heads, rows, keys), n in shapes:
         assert heads * rows * keys <= max(1 << 11, heads * keys) and rows < n
+
+
+def test_batched_backward_failure_falls_back_visibly(tiny_llava, monkeypatch):
+    """A model whose backward cannot be vmapped: the tokens are redone one at a time, with a warning
+    and a note, and the result is the unbatched one."""
+    model, processor = tiny_llava
+    image = rand_image(64, 48)
+    expected = glimpse.explain(model, processor, image, QUESTION, answer=" a red circle", path="blockwise")
+    original = torch.autograd.grad
+
+    def no_vmap(*args, is_grads_batched=False, **kwargs):
+        if is_grads_batched:
+            raise RuntimeError("Batching rule not implemented for aten::something")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(torch.autograd, "grad", no_vmap)
+    with pytest.warns(glimpse.FallbackWarning, match="one at a time"):
+        result = glimpse.explain(model, processor, image, QUESTION, answer=" a red circle", path="blockwise",
+                                 max_memory=1.0)
+    assert any("one at a time" in line for line in result.notes)
+    torch.testing.assert_close(torch.from_numpy(result.token_visual), torch.from_numpy(expected.token_visual))

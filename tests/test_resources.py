@@ -33,7 +33,7 @@ def test_every_explanation_records_its_cost_and_keeps_it(tiny_llava, tmp_path):
     assert result.cost["seconds"] > 0 and result.cost["peak_memory_bytes"] >= 0
     result.save(tmp_path / "e")
     assert glimpse.Explanation.load(tmp_path / "e").cost == result.cost
-    assert "peak working memory" in result.to_html()
+    assert "peak working memory" in result.to_html() and "(full-matrix attention)" in result.to_html()
 
 
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
@@ -46,7 +46,8 @@ def test_running_out_of_memory_is_one_clear_error(tiny_llava, monkeypatch, error
         raise error
 
     monkeypatch.setattr(Glimpse, "run", out_of_memory)
-    with pytest.raises(glimpse.ResourceError, match=r"ran out of memory on a sequence of \d+ tokens.*\(max_answer_tokens\)"):
+    advice = r"ran out of memory on a sequence of \d+ tokens.*\(max_answer_tokens\).*path='blockwise'.*max_memory"
+    with pytest.raises(glimpse.ResourceError, match=advice):
         glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle")
 
 

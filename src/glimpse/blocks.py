@@ -50,8 +50,9 @@ class LayerAttention:
         return self.key.shape[1]
 
     def row_blocks(self, stop: int, attention_keys: int, gradient_keys: int | None = None,
-                   block_elements: int | None = None) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
-        """(rows, A [H, b, k], dz/dA [H, b, gradient_keys or k] or None) for rows 0..stop-1, where
+                   block_elements: int | None = None,
+                   start: int = 0) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
+        """(rows, A [H, b, k], dz/dA [H, b, gradient_keys or k] or None) for rows start..stop-1, where
         k <= attention_keys is the block's last key that any of its rows may attend to, plus one
         (causal blocks are triangular: the later keys hold no probability). `gradient_keys=0`
         yields no gradient.
@@ -63,8 +64,8 @@ class LayerAttention:
         size = min(MAX_BLOCK_ROWS, max(1, (block_elements or BLOCK_ELEMENTS) // (self.n_heads * max(width, 1))))
         keys = self.key[:, :attention_keys].float().transpose(1, 2)
         values = self.value.float().transpose(1, 2) if gradient_keys != 0 else None
-        for start in range(0, stop, size):
-            rows = slice(start, min(start + size, stop))
+        for first in range(start, stop, size):
+            rows = slice(first, min(first + size, stop))
             reach = self._reach(rows, attention_keys)
             attn = self._probabilities(rows, keys[..., :reach])
             grad = None

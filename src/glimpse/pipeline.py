@@ -94,7 +94,8 @@ def _out_of_memory(method: Any, layout: Any, exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (f"{method.name} ran out of memory on a sequence of {layout.length} tokens with {len(layout.answer)} answer "
             f"token(s) ({first}); explain fewer answer tokens (max_answer_tokens), fewer layers (layer_fraction, for "
-            "GLIMPSE), a smaller image, or use a device with more memory")
+            "GLIMPSE), with GLIMPSE's path='blockwise' (memory linear in the sequence length) and a smaller or no "
+            "max_memory, a smaller image, or use a device with more memory")
 
 
 # What torch's allocators say when an allocation fails (CUDA raises OutOfMemoryError; the CPU a RuntimeError).

@@ -72,12 +72,14 @@ def token_columns(explanation: Explanation) -> dict[str, np.ndarray]:
 
 
 def cost_text(cost: dict) -> str:
-    """' · 2.3 s, 410 MB peak working memory on cpu' (empty when the run was not measured)."""
+    """' · 2.3 s, 410 MB peak working memory on cpu (blockwise attention)' (empty when the run was
+    not measured)."""
     if "seconds" not in cost:
         return ""
     memory = cost.get("peak_memory_bytes")
     peak = f", {memory / 2**20:.0f} MB peak working memory" if memory is not None else ""
-    return f" \u00b7 {cost['seconds']:.2f} s{peak} on {cost.get('device', '?')}"
+    path = f" ({cost['attention_path'].replace('_', '-')} attention)" if cost.get("attention_path") else ""
+    return f" \u00b7 {cost['seconds']:.2f} s{peak} on {cost.get('device', '?')}{path}"
 
 
 def report(explanation: Explanation, standalone: bool = True) -> str:

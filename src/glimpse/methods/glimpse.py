@@ -26,7 +26,7 @@ from ..errors import OptionError, note
 from ..layout import SequenceLayout
 from ..resources import available_memory
 from .base import SINKS_HELP, AttentionMethod, MethodResult
-from .glimpse_blocks import fused_product, layer_scalars
+from .glimpse_blocks import fused_product, layer_scalars, propagate_streamed
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
@@ -106,7 +106,8 @@ class Glimpse(AttentionMethod):
         return n_positions >= BLOCKWISE_FROM and getattr(config, "attn_logit_softcapping", None) is None
 
     def reduce_blocks(self, attention: LayerAttention, query: int) -> dict[str, Any]:
-        return layer_scalars(attention, query, self.head_lambda)
+        # Everything is computed in `token_state` (exact) or `blockwise_states` (fast), from the last layer down.
+        return {"attention": attention}
 
     def token_batch(self, model: Any, layout: SequenceLayout, layers: list[int]) -> int:
         """As many answer tokens per batched backward pass as `max_memory` holds, by an estimate of
@@ -142,11 +143,31 @@ class Glimpse(AttentionMethod):
     def token_state(self, token: TokenTrace, layers: list[int], n_layers: int,
                     cross: frozenset[int]) -> dict[str, torch.Tensor]:
         """Steps 1-3 for one answer token: its propagated rows, layer weights and head weights."""
+        if "attention" in token.layers[layers[0]]:
+            return self.streamed_state(token, layers, n_layers, cross)
         alpha, heads, evidence = self.weights(token.layers, layers, n_layers)
         rows, keys = propagate(one_hot([token.query], token.query + 1, heads.device), layers, alpha,
                                layer_product(token.layers, token.query), cross)
         return {"row": rows[0].cpu(), "keys": None if keys is None else keys[0].cpu(), "alpha": alpha.cpu(),
                 "head_weights": heads.cpu(), "no_evidence": not evidence.any()}
+
+    def streamed_state(self, token: TokenTrace, layers: list[int], n_layers: int,
+                       cross: frozenset[int]) -> dict[str, torch.Tensor]:
+        """`token_state` from block-wise layers, in one top-down sweep (`propagate_streamed`)."""
+        attentions = {l: token.layers[l]["attention"] for l in layers}
+        device = attentions[layers[0]].query.device
+        prior = depth_prior(layers, self.effective_depth_lambda(n_layers)).to(device)
+        swept = propagate_streamed(attentions, layers, token.query, self.head_lambda, prior, cross)
+        alpha = layer_weights(swept["evidence"], prior)
+        row, keys = swept["row"], swept["keys"]
+        if row is None:  # no evidence anywhere: alpha is the prior, propagated with recomputed blocks
+            reduced = {l: {"attention": attentions[l], "head_weights": swept["head_weights"][i]}
+                       for i, l in enumerate(layers)}
+            rows, key_rows = propagate(one_hot([token.query], token.query + 1, device), layers, alpha,
+                                       layer_product(reduced, token.query), cross)
+            row, keys = rows[0], None if key_rows is None else key_rows[0]
+        return {"row": row.cpu(), "keys": None if keys is None else keys.cpu(), "alpha": alpha.cpu(),
+                "head_weights": swept["head_weights"].cpu(), "no_evidence": not swept["evidence"].any()}
 
     def weights(self, reduced: dict[int, dict[str, Any]], layers: list[int],
                 n_layers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -228,10 +249,11 @@ class GlimpseFast(Glimpse):
         t's row lives on its causal prefix and E_l maps a prefix onto itself, so propagating it
         through the whole shared E_l is the same as through E_l cut to the prefix."""
         layers, cross = trace.layers, frozenset(trace.cross_layers)
-        alpha, heads, evidence = self.weights(trace.shared, layers, trace.n_layers)
         last = trace.tokens[-1].query
+        shared = {l: layer_scalars(trace.shared[l]["attention"], last, self.head_lambda) for l in layers}
+        alpha, heads, evidence = self.weights(shared, layers, trace.n_layers)
         rows, keys = propagate(one_hot([t.query for t in trace.tokens], last + 1, heads.device), layers, alpha,
-                               layer_product(trace.shared, last), cross)
+                               layer_product(shared, last), cross)
         return [replace(token, summary={"row": rows[i, : token.query + 1].cpu(),
                                         "keys": None if keys is None else keys[i].cpu(), "alpha": alpha.cpu(),
                                         "head_weights": heads.cpu(), "no_evidence": not evidence.any()})

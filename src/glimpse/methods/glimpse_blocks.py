@@ -1,14 +1,22 @@
 """GLIMPSE Steps 1-3 on attention recomputed in row blocks (`blocks.LayerAttention`): the same
 equations as `glimpse.fuse_heads` and `glimpse.propagate`, without an N x N matrix.
 
-alpha^l normalises over all layers and the head weights over all of a layer's rows, so the work
-is split in two passes over the blocks: during the token's backward pass, each layer's per-head
-sums and layer evidence (`layer_scalars`); after it, from the last layer down, the propagated row
-times the layer's fused matrix (`fused_product`), rebuilt block by block with the known weights.
+The head weights normalise over all of a layer's rows, so each layer is gone through twice: once
+for the per-head sums and the layer evidence (`layer_pass`), once for the propagated rows times the
+fused matrix (`fused_product`). The second pass reuses the first's gradient-weighted blocks as far
+as `CACHE_ELEMENTS` holds them and recomputes the rest.
+
+alpha^l = w_l / Z normalises over all layers (w_l = evidence x depth prior, Z = sum_l w_l), yet the
+row is carried from the last layer down. `propagate_streamed` therefore carries it as a polynomial
+in 1/Z: r = sum_k c_k Z^-k, each step r <- r + (w_l / 2Z) r E_l adding (w_l / 2) c_{k-1} E_l to
+c_k, exactly. The c_k are kept divided by M^k, M the sum of the w_l seen so far (Z at the end), so
+they stay bounded; all terms are non-negative, so nothing cancels. One layer's blocks are alive at a
+time and no layer is recomputed after the token's backward pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,42 +24,101 @@ import torch
 from ..blocks import LayerAttention
 
 EPS = 1e-12
+# Gradient-weighted attention elements (float32) one layer's first pass keeps for its second (256 MB).
+CACHE_ELEMENTS = 1 << 26
+
+Cached = list[tuple[slice, torch.Tensor]]
 
 
-def layer_scalars(attention: LayerAttention, query: int, head_lambda: float) -> dict[str, Any]:
+def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
+               cache_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Cached]:
     """Step 2's head weights and Step 3's layer evidence ||sum_h g_h||_1 over rows 0..query (all
-    key columns: masked ones still carry gradient into the head sums), with the layer's inputs
-    kept for `fused_product`."""
-    heads = attention.n_heads
-    device = attention.query.device
-    coherent = torch.zeros(heads, device=device)
-    positive = torch.zeros(heads, device=device)
+    key columns: masked ones still carry gradient into the head sums), and the first row blocks of
+    ReLU(g) A ([H, b, k]) within `cache_elements`."""
+    heads, device = attention.n_heads, attention.query.device
+    coherent, positive = torch.zeros(heads, device=device), torch.zeros(heads, device=device)
     evidence = torch.zeros((), device=device)
-    for _, attn, grad in attention.row_blocks(query + 1, _fused_keys(attention, query), attention.n_keys):
+    room = CACHE_ELEMENTS if cache_elements is None else cache_elements
+    cached: Cached = []
+    caching = True  # the cache holds the first blocks only, the second pass recomputes from where it stops
+    for rows, attn, grad in attention.row_blocks(query + 1, _fused_keys(attention, query), attention.n_keys):
         positive += grad.clamp(min=0).sum((1, 2))
         evidence += grad.sum(0).abs().sum()
         # ReLU(g) * A = ReLU(g * A) since A >= 0; A is zero past the block's last key.
-        coherent += (grad[:, :, : attn.shape[-1]] * attn).clamp_(min=0).sum((1, 2))
+        weighted = (grad[:, :, : attn.shape[-1]] * attn).clamp_(min=0)
+        coherent += weighted.sum((1, 2))
+        caching = caching and weighted.numel() <= room
+        if caching:
+            cached.append((rows, weighted))
+            room -= weighted.numel()
     head_weights = torch.softmax(coherent / positive.clamp(min=EPS) / head_lambda, dim=0)
+    return head_weights, evidence, cached
+
+
+def layer_scalars(attention: LayerAttention, query: int, head_lambda: float) -> dict[str, Any]:
+    """`layer_pass` without a cache, with the layer's inputs kept for `fused_product`."""
+    head_weights, evidence, _ = layer_pass(attention, query, head_lambda, cache_elements=0)
     return {"head_weights": head_weights, "evidence": evidence, "attention": attention}
 
 
-def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: torch.Tensor,
-                  query: int) -> torch.Tensor:
+def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: torch.Tensor, query: int,
+                  cached: Cached = ()) -> torch.Tensor:
     """rows [m, query + 1] @ E, E the row-normalised sum_h w_h ReLU(g_h) A_h of rows 0..query
     ([query + 1, query + 1] for causal self-attention, [query + 1, K] for cross-attention)."""
     keys = _fused_keys(attention, query)
     out = torch.zeros(rows.shape[0], keys, device=rows.device)
     weights = head_weights.to(rows.device)
-    for block, attn, grad in attention.row_blocks(query + 1, keys):
+    for block, weighted in _weighted_blocks(attention, query, keys, cached):
         carried = rows[:, block]
         if not bool(carried.any()):  # e.g. every block but the query's in the last layer (r is one-hot there)
             continue
-        fused = torch.einsum("h,hbk->bk", weights, (grad * attn).clamp_(min=0))
+        fused = torch.einsum("h,hbk->bk", weights, weighted)
         sums = fused.sum(1)
         scale = torch.where(sums > 0, 1.0 / sums.clamp(min=EPS), torch.zeros_like(sums))
         out[:, : fused.shape[1]] += (carried * scale) @ fused
     return out
+
+
+def _weighted_blocks(attention: LayerAttention, query: int, keys: int,
+                     cached: Cached) -> Iterator[tuple[slice, torch.Tensor]]:
+    yield from cached
+    start = cached[-1][0].stop if cached else 0
+    for block, attn, grad in attention.row_blocks(query + 1, keys, start=start):
+        yield block, (grad * attn).clamp_(min=0)
+
+
+def propagate_streamed(attentions: dict[int, LayerAttention], layers: list[int], query: int, head_lambda: float,
+                       prior: torch.Tensor, cross: frozenset[int]) -> dict[str, Any]:
+    """Steps 1-3 for one answer token in one top-down sweep (see the module's docstring): the
+    propagated sequence row, the vision-key row (None without cross-attention layers), the head
+    weights [layers, heads] and the evidence [layers]. With no evidence at all (Z = 0) alpha is
+    the depth prior, which the sweep cannot carry: "row" is None then and the caller propagates
+    with `fused_product` (the layers' inputs are still there)."""
+    device = attentions[layers[-1]].query.device
+    n = len(layers)
+    seq = torch.zeros(n + 1, query + 1, device=device)
+    seq[0, query] = 1.0
+    keys = torch.zeros(n + 1, attentions[min(cross)].n_keys, device=device) if cross else None
+    total, steps = 0.0, 0
+    heads, evidence = [None] * n, [None] * n
+    for i in reversed(range(n)):
+        layer = layers[i]
+        head_weights, layer_evidence, cached = layer_pass(attentions[layer], query, head_lambda)
+        heads[i], evidence[i] = head_weights, layer_evidence
+        weight = float(layer_evidence) * float(prior[i])
+        if weight == 0.0:
+            continue
+        grown = total + weight
+        scale = torch.tensor([(total / grown) ** k for k in range(n + 1)], device=device)[:, None]
+        seq *= scale
+        if keys is not None:
+            keys *= scale
+        step = fused_product(seq[: steps + 1], attentions[layer], head_weights, query, cached) * (0.5 * weight / grown)
+        target = keys if layer in cross else seq
+        target[1: steps + 2] += step
+        total, steps = grown, steps + 1
+    return {"row": seq.sum(0) if total > 0 else None, "keys": None if keys is None else keys.sum(0),
+            "head_weights": torch.stack(heads), "evidence": torch.stack(evidence)}
 
 
 def _fused_keys(attention: LayerAttention, query: int) -> int:
