@@ -1,7 +1,7 @@
 """Exact GLIMPSE against the floor and against a direct implementation: time, peak working memory
 and agreement of the maps, over sequence lengths and over layer counts, in one run.
 
-Model: the random LLaVA of `speed.py` (LLaVA-1.5 geometry, 576 image tokens per image, Llama 8 x 512
+Model: the random LLaVA of `llava_model.py` (LLaVA-1.5 geometry, 576 image tokens per image, Llama 8 x 512
 with 8 heads; `--layers` changes the depth), CPU, 2 threads, a 16-token answer; the sequence grows
 with the number of images. Every job runs in a fresh process, which builds the model, reads its
 resident memory, runs the job once and reports the process's peak resident memory minus that
@@ -57,7 +57,7 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
 
     import glimpse
     from direct import direct_glimpse
-    from speed import build
+    from llava_model import build
 
     torch.set_num_threads(2)
     model, processor = build(device, layers=layers, dtype=getattr(torch, dtype))

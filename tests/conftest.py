@@ -50,11 +50,12 @@ def tiny_llava_dir(tmp_path_factory):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "both_paths: run the test once per GLIMPSE attention path (glimpse_path)")
+    config.addinivalue_line("markers", "every_path: run the test once per GLIMPSE attention path (full-matrix, "
+                                       "block-wise, batched: the glimpse_path fixture)")
 
 
 def pytest_generate_tests(metafunc):
-    if metafunc.definition.get_closest_marker("both_paths") and "glimpse_path" not in metafunc.fixturenames:
+    if metafunc.definition.get_closest_marker("every_path") and "glimpse_path" not in metafunc.fixturenames:
         metafunc.fixturenames.append("glimpse_path")
         metafunc.parametrize("glimpse_path", ["full_matrix", "blockwise", "batched"], indirect=True)
 

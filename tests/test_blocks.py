@@ -5,7 +5,7 @@ import torch
 
 from glimpse.blocks import LayerAttention
 from glimpse.methods.glimpse import fuse_heads
-from glimpse.methods.glimpse_blocks import fused_product, layer_scalars
+from glimpse.methods.glimpse_blocks import fused_product, layer_pass
 
 HEADS, KV_HEADS, N, D = 4, 2, 23, 8
 
@@ -85,12 +85,12 @@ def test_glimpse_steps_match_the_explicit_fusion(kind, seed):
     probs, grad = explicit(attention)
     causal = attention.causal
     expected = fuse_heads(probs[:, : query + 1], grad, 0.5, causal)
-    scalars = layer_scalars(attention, query, 0.5)
-    torch.testing.assert_close(scalars["head_weights"], expected["head_weights"])
-    torch.testing.assert_close(scalars["evidence"], grad.sum(0).abs().sum())
+    head_weights, evidence, cached = layer_pass(attention, query, 0.5, cache_elements=200)
+    torch.testing.assert_close(head_weights, expected["head_weights"])
+    torch.testing.assert_close(evidence, grad.sum(0).abs().sum())
     rows = torch.rand(3, query + 1, generator=torch.Generator().manual_seed(seed))
-    product = fused_product(rows, attention, scalars["head_weights"], query)
-    torch.testing.assert_close(product, rows @ expected["fused"])
+    for kept in ([], cached):  # recomputed, and partly cached
+        torch.testing.assert_close(fused_product(rows, attention, head_weights, query, kept), rows @ expected["fused"])
 
 
 @pytest.mark.parametrize("cache_elements", [0, 300, 1 << 26])
@@ -108,15 +108,17 @@ def test_streamed_sweep_is_the_two_pass_propagation(monkeypatch, cache_elements,
         attentions[l].grad_output = torch.zeros_like(attentions[l].grad_output)
     layers, query, cross = [0, 1, 2, 3], attentions[0].grad_output.shape[1] - 1, frozenset({2})
     prior = torch.softmax(0.2 * torch.arange(1.0, 5.0), 0)
-    swept = glimpse_blocks.propagate_streamed(attentions, layers, query, 0.5, prior, cross)
-    reduced = {l: layer_scalars(attentions[l], query, 0.5) for l in layers}
+    starts = [query - 5, query]  # two answer tokens' rows carried at once (glimpse_fast)
+    swept = glimpse_blocks.propagate_streamed(attentions, layers, query, 0.5, prior, cross, starts)
+    reduced = {l: dict(zip(("head_weights", "evidence"), layer_pass(attentions[l], query, 0.5, 0)[:2]),
+                       attention=attentions[l]) for l in layers}
     evidence = torch.stack([reduced[l]["evidence"] for l in layers])
     torch.testing.assert_close(swept["evidence"], evidence)
     torch.testing.assert_close(swept["head_weights"], torch.stack([reduced[l]["head_weights"] for l in layers]))
     if len(silent) == len(layers):
-        assert swept["row"] is None
+        assert swept["rows"] is None
         return
-    rows, keys = propagate(one_hot([query], query + 1), layers, layer_weights(evidence, prior),
+    rows, keys = propagate(one_hot(starts, query + 1), layers, layer_weights(evidence, prior),
                            layer_product(reduced, query), cross)
-    torch.testing.assert_close(swept["row"], rows[0])
-    torch.testing.assert_close(swept["keys"], keys[0])
+    torch.testing.assert_close(swept["rows"], rows)
+    torch.testing.assert_close(swept["keys"], keys)

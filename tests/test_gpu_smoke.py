@@ -24,6 +24,8 @@ import tiny_families_qwen
 import tiny_families_tiles
 from tiny_models import build_tiny_llava, rand_image
 
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
+
 QUESTION = "what color is the object?"
 ANSWER = " a red circle"
 MIN_PEARSON = 0.9

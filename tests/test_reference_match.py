@@ -10,7 +10,7 @@ import glimpse
 from reference import assert_match, named_like_reference, reference_glimpse, reference_inputs
 from tiny_models import build_tiny_llava, rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 QUESTIONS = ["what color is the object?", "Describe the image.",
              "Is there a red circle on the left of the image, and what is next to it?"]

@@ -11,7 +11,7 @@ import glimpse
 from reference import assert_match, reference_glimpse, reference_inputs
 from tiny_models import build_tiny_llava, rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 QUESTION = "what color is the object?"
 ANSWERS = {0: " a red circle on the left", 1: " the circle is red"}

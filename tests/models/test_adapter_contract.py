@@ -33,7 +33,7 @@ from glimpse.models import Adapter, adapter_for, register_adapter, unregister_ad
 from glimpse.models.llava import LlavaAdapter
 from tiny_models import build_tiny_llava, rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 QWEN = dict(truth=flat_truth, prompts=(((120, 60), (50, 90)), ((30, 30), (300, 250)), ((200, 40), (41, 77))),
             around=("<|vision_end|>", "<|im_end|>\n<|im_start|>assistant\n"))

@@ -22,7 +22,7 @@ import glimpse
 from tiny_families_gemma import build
 from tiny_models import rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 CELL = 16  # pixels per token side: SigLIP 48 px, patch 8 -> 6 x 6 patches, pooled 2 x 2 -> 3 x 3 tokens
 # Landscape (2 crops side by side), portrait (3 crops stacked), square and mildly elongated (< 1.2: no crops),

@@ -20,7 +20,7 @@ import glimpse
 from tiny_families_tiles import build
 from tiny_models import rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 ANSWER = " a red circle on the left"
 CELL = 7  # pixels per token side in a 28 px tile of 4 x 4 tokens

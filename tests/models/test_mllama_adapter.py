@@ -21,7 +21,7 @@ from reference import assert_match, named_like_reference
 from tiny_families_mllama import CROSS_LAYERS, build
 from tiny_models import rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from glimpse.models.base import Adapter
 from tiny_families_gemma import build
 from tiny_models import rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 CELL = 8  # pixels per token side: SigLIP 40 px, patch 8 -> 5 x 5 tokens
 FAMILIES = ["paligemma", "paligemma2"]

@@ -11,7 +11,7 @@ from reference import assert_match, named_like_reference, reference_glimpse, ref
 from tiny_families_qwen import build, save_qwen2_vl
 from tiny_models import rand_image
 
-pytestmark = pytest.mark.both_paths  # every GLIMPSE run here, full-matrix and block-wise
+pytestmark = pytest.mark.every_path  # every GLIMPSE run here: full-matrix, block-wise and batched
 
 # Pairs of (width, height): non-square both ways, a small one smart_resize enlarges (min_pixels) and a large
 # one it shrinks (max_pixels), a long thin one. Each pair is one two-image prompt.

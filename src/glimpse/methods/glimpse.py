@@ -26,7 +26,7 @@ from ..errors import OptionError, note
 from ..layout import SequenceLayout
 from ..resources import available_memory
 from .base import SINKS_HELP, AttentionMethod, MethodResult
-from .glimpse_blocks import fused_product, layer_scalars, propagate_streamed
+from .glimpse_blocks import fused_product, propagate_streamed
 
 EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
@@ -34,9 +34,11 @@ WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 # tilt across the stack the same for L layers: depth_lambda * 64 / L.
 REFERENCE_DEPTH = 64
 PATHS = ("auto", "blockwise", "full_matrix")
-# path="auto" recomputes attention block-wise from this many language-model positions on; below
-# it, explicit matrices are faster and small. Measured by benchmarks/paths.py (see the README).
-BLOCKWISE_FROM = 1024
+# path="auto" recomputes attention block-wise from this many language-model positions on. Measured
+# by benchmarks/exact.py (benchmarks/results/exact-cpu.txt): at N = 599 block-wise took 8.2 s against
+# 8.6 s for explicit matrices, at N = 1,175 21.6 s against 32.0 s; shorter sequences, where both are
+# fast, keep explicit matrices.
+BLOCKWISE_FROM = 512
 
 
 class Glimpse(AttentionMethod):
@@ -155,19 +157,25 @@ class Glimpse(AttentionMethod):
                        cross: frozenset[int]) -> dict[str, torch.Tensor]:
         """`token_state` from block-wise layers, in one top-down sweep (`propagate_streamed`)."""
         attentions = {l: token.layers[l]["attention"] for l in layers}
+        return self.swept_states(attentions, layers, n_layers, cross, token.query, [token.query])[0]
+
+    def swept_states(self, attentions: dict[int, LayerAttention], layers: list[int], n_layers: int,
+                     cross: frozenset[int], query: int, starts: list[int]) -> list[dict[str, torch.Tensor]]:
+        """One state per start row, all carried through the layers' rows 0..query in one sweep."""
         device = attentions[layers[0]].query.device
         prior = depth_prior(layers, self.effective_depth_lambda(n_layers)).to(device)
-        swept = propagate_streamed(attentions, layers, token.query, self.head_lambda, prior, cross)
+        swept = propagate_streamed(attentions, layers, query, self.head_lambda, prior, cross, starts)
         alpha = layer_weights(swept["evidence"], prior)
-        row, keys = swept["row"], swept["keys"]
-        if row is None:  # no evidence anywhere: alpha is the prior, propagated with recomputed blocks
+        rows, keys = swept["rows"], swept["keys"]
+        if rows is None:  # no evidence anywhere: alpha is the prior, propagated with recomputed blocks
             reduced = {l: {"attention": attentions[l], "head_weights": swept["head_weights"][i]}
                        for i, l in enumerate(layers)}
-            rows, key_rows = propagate(one_hot([token.query], token.query + 1, device), layers, alpha,
-                                       layer_product(reduced, token.query), cross)
-            row, keys = rows[0], None if key_rows is None else key_rows[0]
-        return {"row": row.cpu(), "keys": None if keys is None else keys.cpu(), "alpha": alpha.cpu(),
-                "head_weights": swept["head_weights"].cpu(), "no_evidence": not swept["evidence"].any()}
+            rows, keys = propagate(one_hot(starts, query + 1, device), layers, alpha, layer_product(reduced, query),
+                                   cross)
+        shared = {"alpha": alpha.cpu(), "head_weights": swept["head_weights"].cpu(),
+                  "no_evidence": not swept["evidence"].any()}
+        return [{"row": rows[i, : start + 1].cpu(), "keys": None if keys is None else keys[i].cpu(), **shared}
+                for i, start in enumerate(starts)]
 
     def weights(self, reduced: dict[int, dict[str, Any]], layers: list[int],
                 n_layers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -249,15 +257,10 @@ class GlimpseFast(Glimpse):
         t's row lives on its causal prefix and E_l maps a prefix onto itself, so propagating it
         through the whole shared E_l is the same as through E_l cut to the prefix."""
         layers, cross = trace.layers, frozenset(trace.cross_layers)
-        last = trace.tokens[-1].query
-        shared = {l: layer_scalars(trace.shared[l]["attention"], last, self.head_lambda) for l in layers}
-        alpha, heads, evidence = self.weights(shared, layers, trace.n_layers)
-        rows, keys = propagate(one_hot([t.query for t in trace.tokens], last + 1, heads.device), layers, alpha,
-                               layer_product(shared, last), cross)
-        return [replace(token, summary={"row": rows[i, : token.query + 1].cpu(),
-                                        "keys": None if keys is None else keys[i].cpu(), "alpha": alpha.cpu(),
-                                        "head_weights": heads.cpu(), "no_evidence": not evidence.any()})
-                for i, token in enumerate(trace.tokens)]
+        attentions = {l: trace.shared[l]["attention"] for l in layers}
+        states = self.swept_states(attentions, layers, trace.n_layers, cross, trace.tokens[-1].query,
+                                   [t.query for t in trace.tokens])
+        return [replace(token, summary=state) for token, state in zip(trace.tokens, states)]
 
 
 def fuse_heads(attn: torch.Tensor, grad: torch.Tensor, head_lambda: float,

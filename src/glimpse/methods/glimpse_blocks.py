@@ -42,10 +42,11 @@ def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
     cached: Cached = []
     caching = True  # the cache holds the first blocks only, the second pass recomputes from where it stops
     for rows, attn, grad in attention.row_blocks(query + 1, _fused_keys(attention, query), attention.n_keys):
-        positive += grad.clamp(min=0).sum((1, 2))
         evidence += grad.sum(0).abs().sum()
-        # ReLU(g) * A = ReLU(g * A) since A >= 0; A is zero past the block's last key.
-        weighted = (grad[:, :, : attn.shape[-1]] * attn).clamp_(min=0)
+        relu_grad = grad.clamp_(min=0)  # in place: the block's gradient is not needed any more
+        positive += relu_grad.sum((1, 2))
+        # A is zero past the block's last key.
+        weighted = relu_grad[:, :, : attn.shape[-1]] * attn
         coherent += weighted.sum((1, 2))
         caching = caching and weighted.numel() <= room
         if caching:
@@ -53,12 +54,6 @@ def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
             room -= weighted.numel()
     head_weights = torch.softmax(coherent / positive.clamp(min=EPS) / head_lambda, dim=0)
     return head_weights, evidence, cached
-
-
-def layer_scalars(attention: LayerAttention, query: int, head_lambda: float) -> dict[str, Any]:
-    """`layer_pass` without a cache, with the layer's inputs kept for `fused_product`."""
-    head_weights, evidence, _ = layer_pass(attention, query, head_lambda, cache_elements=0)
-    return {"head_weights": head_weights, "evidence": evidence, "attention": attention}
 
 
 def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: torch.Tensor, query: int,
@@ -88,17 +83,19 @@ def _weighted_blocks(attention: LayerAttention, query: int, keys: int,
 
 
 def propagate_streamed(attentions: dict[int, LayerAttention], layers: list[int], query: int, head_lambda: float,
-                       prior: torch.Tensor, cross: frozenset[int]) -> dict[str, Any]:
-    """Steps 1-3 for one answer token in one top-down sweep (see the module's docstring): the
-    propagated sequence row, the vision-key row (None without cross-attention layers), the head
-    weights [layers, heads] and the evidence [layers]. With no evidence at all (Z = 0) alpha is
-    the depth prior, which the sweep cannot carry: "row" is None then and the caller propagates
-    with `fused_product` (the layers' inputs are still there)."""
+                       prior: torch.Tensor, cross: frozenset[int], starts: list[int] | None = None) -> dict[str, Any]:
+    """Steps 1-3 in one top-down sweep (see the module's docstring) over the layers' rows 0..query,
+    carrying the rows that start one-hot at `starts` (default: [query], one answer token): the
+    propagated sequence rows [m, query + 1], the vision-key rows [m, K] (None without
+    cross-attention layers), the head weights [layers, heads] and the evidence [layers]. With no
+    evidence at all (Z = 0) alpha is the depth prior, which the sweep cannot carry: "rows" is None
+    then and the caller propagates with `fused_product` (the layers' inputs are still there)."""
     device = attentions[layers[-1]].query.device
-    n = len(layers)
-    seq = torch.zeros(n + 1, query + 1, device=device)
-    seq[0, query] = 1.0
-    keys = torch.zeros(n + 1, attentions[min(cross)].n_keys, device=device) if cross else None
+    n, starts = len(layers), [query] if starts is None else starts
+    m = len(starts)
+    seq = torch.zeros(n + 1, m, query + 1, device=device)
+    seq[0, torch.arange(m), torch.tensor(starts)] = 1.0
+    keys = torch.zeros(n + 1, m, attentions[min(cross)].n_keys, device=device) if cross else None
     total, steps = 0.0, 0
     heads, evidence = [None] * n, [None] * n
     for i in reversed(range(n)):
@@ -109,15 +106,16 @@ def propagate_streamed(attentions: dict[int, LayerAttention], layers: list[int],
         if weight == 0.0:
             continue
         grown = total + weight
-        scale = torch.tensor([(total / grown) ** k for k in range(n + 1)], device=device)[:, None]
+        scale = torch.tensor([(total / grown) ** k for k in range(n + 1)], device=device)[:, None, None]
         seq *= scale
         if keys is not None:
             keys *= scale
-        step = fused_product(seq[: steps + 1], attentions[layer], head_weights, query, cached) * (0.5 * weight / grown)
+        carried = seq[: steps + 1].reshape((steps + 1) * m, query + 1)
+        step = fused_product(carried, attentions[layer], head_weights, query, cached) * (0.5 * weight / grown)
         target = keys if layer in cross else seq
-        target[1: steps + 2] += step
+        target[1: steps + 2] += step.reshape(steps + 1, m, -1)
         total, steps = grown, steps + 1
-    return {"row": seq.sum(0) if total > 0 else None, "keys": None if keys is None else keys.sum(0),
+    return {"rows": seq.sum(0) if total > 0 else None, "keys": None if keys is None else keys.sum(0),
             "head_weights": torch.stack(heads), "evidence": torch.stack(evidence)}
 
 
