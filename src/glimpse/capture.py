@@ -12,9 +12,11 @@ outlives the layer's backward step.
 
 Block-wise capture (`blockwise=True`) keeps the model's own attention kernel (sdpa) instead: the
 function records each layer's Q, K, V and mask (`blocks.LayerAttention`, no copy: autograd holds
-them anyway) and hooks the gradient of the layer's output, dO; the reducer gets them with the
-token's dO and recomputes whatever rows of A and dz/dA = dO V^T it needs, a block at a time.
-Causality is then checked once per mask rather than on probabilities. Memory grows with N, not N^2.
+them anyway) and its output; each backward pass asks autograd for the gradient of every wanted
+layer's output, dO (for several answer tokens at once with `token_batch`: vmap-batched
+vector-Jacobian products), and the reducer gets the layer's inputs with the token's rows of dO, from
+which it recomputes whatever rows of A and dz/dA = dO V^T it needs, a block at a time. Causality is
+then checked once per mask rather than on probabilities. Memory grows with N, not N^2.
 
 Cross-attention layers (declared by the adapter: Mllama's, where text queries attend to vision
 tokens) are recorded and reduced apart from self-attention: their keys are not sequence positions,

@@ -115,7 +115,8 @@ SINKS_HELP = ("zero the attention columns of the sink keys (the first position a
 class AttentionMethod(Method):
     """A method computed from the language model's attention (and its gradients) via `Capture`.
 
-    A subclass overrides `reduce_layer` and `combine`. `reduce_layer(attn, grad, query)` receives
+    A subclass overrides `reduce_layer` and `combine` (and, to run block-wise on long sequences
+    without N x N matrices, `blockwise`, `reduce_blocks` and optionally `token_batch`). `reduce_layer(attn, grad, query)` receives
     one layer's attention probabilities and the gradient of the current answer token's logit with
     respect to them (both [heads, N, N], float32; grad is None when `gradients` is "none") and
     returns the small tensors `combine` needs; it runs inside the backward pass.
