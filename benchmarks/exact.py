@@ -56,6 +56,8 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
     from PIL import Image
 
     import glimpse
+    import glimpse.methods.glimpse
+    import glimpse.pipeline  # noqa: F401  (imported before the timer: glimpse imports its parts lazily)
     from direct import direct_glimpse
     from llava_model import build
 
