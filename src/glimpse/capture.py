@@ -42,6 +42,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .blocks import LayerAttention
 from .errors import CaptureError, FallbackWarning, note
 from .layout import SequenceLayout
+from .resources import is_out_of_memory
 
 # Every capture's attention implementation is named CAPTURE_PREFIX + "_" + a fresh uuid.
 CAPTURE_PREFIX = "glimpse_capture"
@@ -100,7 +101,8 @@ class _Recorder:
         self.wanted = layers
         self.bidirectional = bidirectional
         self.blockwise = blockwise
-        # Explicit probabilities, or (block-wise) the attention outputs: the tensors whose gradients are hooked.
+        # Explicit probabilities (their gradients hooked), or block-wise the attention outputs (their gradients
+        # asked of autograd).
         self.attn: dict[int, torch.Tensor] = {}
         self.inputs: dict[int, LayerAttention] = {}
         self.checked_masks: dict[int, torch.Tensor] = {}
@@ -117,7 +119,9 @@ class _Recorder:
             self._check_cross(layer)
         else:
             self._check_causal(layer, probs)
-        self._hook(layer, probs)
+        self.attn[layer] = probs
+        if probs.requires_grad and (self.wanted is None or layer in self.wanted):
+            probs.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
 
     def record_blocks(self, module: Any, inputs: LayerAttention, output: torch.Tensor) -> None:
         """Block-wise capture: the layer's inputs are kept (autograd holds them anyway) and so is
@@ -129,11 +133,6 @@ class _Recorder:
             self._check_mask(layer, inputs)
         self.inputs[layer] = inputs
         self.attn[layer] = output
-
-    def _hook(self, layer: int, tensor: torch.Tensor) -> None:
-        self.attn[layer] = tensor
-        if tensor.requires_grad and (self.wanted is None or layer in self.wanted):
-            tensor.register_hook(lambda grad, layer=layer: self._on_grad(layer, grad))
 
     def _check_cross(self, layer: int) -> None:
         # Vision keys: nothing is "future" to a text query. Fail here, before any backward pass,
@@ -153,21 +152,19 @@ class _Recorder:
             return
         if id(mask) in self.checked_masks:
             return
-        allowed = (mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2).any(0)
+        self._refuse_future(layer, (mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2).any(0))
+        self.checked_masks[id(mask)] = mask  # kept so that the id is not reused by another mask
+
+    def _check_causal(self, layer: int, probs: torch.Tensor) -> None:
+        self._refuse_future(layer, (probs.detach().abs() > 1e-6).flatten(0, -3).any(0))
+
+    def _refuse_future(self, layer: int, allowed: torch.Tensor) -> None:
+        """Refuse attention ([queries, keys], True where some head attends) to any later key but
+        the adapter's declared bidirectional pairs."""
         future = torch.triu(allowed, diagonal=1)
         if self.bidirectional is not None:
             future &= ~self.bidirectional.to(future.device)
         if bool(future.any()):
-            raise CaptureError(f"language-model layer {layer} attends to future tokens: its attention mask is not "
-                               "causal, so the explanation would be wrong")
-        self.checked_masks[id(mask)] = mask  # kept so that the id is not reused by another mask
-
-    def _check_causal(self, layer: int, probs: torch.Tensor) -> None:
-        future = torch.triu(torch.ones(probs.shape[-2:], dtype=torch.bool, device=probs.device), diagonal=1)
-        if self.bidirectional is not None:
-            future &= ~self.bidirectional.to(probs.device)
-        leak = probs.detach()[..., future]
-        if leak.numel() and float(leak.abs().max()) > 1e-6:
             raise CaptureError(
                 f"language-model layer {layer} attends to future tokens: its attention mask is missing or not "
                 "causal, so the explanation would be wrong")
@@ -480,7 +477,7 @@ class Capture:
             return list(torch.autograd.grad(targets, outputs, torch.eye(len(targets), device=targets.device),
                                             retain_graph=True, is_grads_batched=True, materialize_grads=True))
         except RuntimeError as exc:  # an operation of this model without a batching rule for vmap
-            if "out of memory" in str(exc):
+            if is_out_of_memory(exc):
                 raise
             note(notes, f"the batched backward pass failed on this model ({str(exc).splitlines()[0][:200]}); "
                         "answer tokens were back-propagated one at a time (same result, slower)", FallbackWarning)

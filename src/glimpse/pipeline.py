@@ -15,7 +15,7 @@ from .images import ImageInput, load_image
 from .methods import get_method
 from .methods.base import check_images
 from .models import adapter_for
-from .resources import measured
+from .resources import is_out_of_memory, measured
 from .toy.world import is_scene
 
 
@@ -80,14 +80,10 @@ def _run(method: Any, model: Any, adapter: Any, inputs: dict[str, torch.Tensor],
         with measured(model.device) as cost:
             result = method.run(model, adapter, inputs, layout)
     except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         raise ResourceError(_out_of_memory(method, layout, exc)) from None
     return result, cost
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(sign in str(exc) for sign in OUT_OF_MEMORY)
 
 
 def _out_of_memory(method: Any, layout: Any, exc: BaseException) -> str:
@@ -96,10 +92,6 @@ def _out_of_memory(method: Any, layout: Any, exc: BaseException) -> str:
             f"token(s) ({first}); explain fewer answer tokens (max_answer_tokens), fewer layers (layer_fraction, for "
             "GLIMPSE), with GLIMPSE's path='blockwise' (memory linear in the sequence length) and a smaller or no "
             "max_memory, a smaller image, or use a device with more memory")
-
-
-# What torch's allocators say when an allocation fails (CUDA raises OutOfMemoryError; the CPU a RuntimeError).
-OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
 
 
 def _is_shipped_model(model: Any) -> bool:

@@ -47,6 +47,14 @@ class _ResidentPeak:
         return max(self.peak, _resident_bytes()) - self.start
 
 
+# What torch's allocators say when an allocation fails (CUDA raises OutOfMemoryError; the CPU a RuntimeError).
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(sign in str(exc) for sign in OUT_OF_MEMORY)
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes that could still be allocated: free CUDA memory, or the kernel's MemAvailable on the
     CPU (Linux); None where it cannot be told."""

@@ -26,9 +26,8 @@ from ..errors import OptionError, note
 from ..layout import SequenceLayout
 from ..resources import available_memory
 from .base import SINKS_HELP, AttentionMethod, MethodResult
-from .glimpse_blocks import fused_product, propagate_streamed
+from .glimpse_blocks import EPS, fused_product, propagate_streamed
 
-EPS = 1e-12
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 # The paper tuned depth_lambda = 0.2 on a 64-layer model; depth_scale="auto" keeps the prior's total
 # tilt across the stack the same for L layers: depth_lambda * 64 / L.
@@ -115,7 +114,7 @@ class Glimpse(AttentionMethod):
         """As many answer tokens per batched backward pass as `max_memory` holds, by an estimate of
         one token's share: every explained layer's output gradient, plus the transient gradients of
         one decoder layer's backward (MLP intermediate and attention projections)."""
-        if self.gradients != "per_token" or not self.max_memory:
+        if not self.max_memory:
             return 1
         budget = min(self.max_memory * 2**30, available_memory(model.device) or float("inf"))
         config = getattr(model.config, "text_config", model.config)
@@ -163,7 +162,7 @@ class Glimpse(AttentionMethod):
                      cross: frozenset[int], query: int, starts: list[int]) -> list[dict[str, torch.Tensor]]:
         """One state per start row, all carried through the layers' rows 0..query in one sweep."""
         device = attentions[layers[0]].query.device
-        prior = depth_prior(layers, self.effective_depth_lambda(n_layers)).to(device)
+        prior = self.prior(layers, n_layers).to(device)
         swept = propagate_streamed(attentions, layers, query, self.head_lambda, prior, cross, starts)
         alpha = layer_weights(swept["evidence"], prior)
         rows, keys = swept["rows"], swept["keys"]
@@ -177,11 +176,15 @@ class Glimpse(AttentionMethod):
         return [{"row": rows[i, : start + 1].cpu(), "keys": None if keys is None else keys[i].cpu(), **shared}
                 for i, start in enumerate(starts)]
 
+    def prior(self, layers: list[int], n_layers: int) -> torch.Tensor:
+        """The depth prior s^l over the used layers of an `n_layers`-layer model."""
+        return depth_prior(layers, self.effective_depth_lambda(n_layers))
+
     def weights(self, reduced: dict[int, dict[str, Any]], layers: list[int],
                 n_layers: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(alpha [layers], head weights [layers, heads], layer evidence [layers]) of reduced layers."""
         evidence = torch.stack([reduced[l]["evidence"] for l in layers])
-        prior = depth_prior(layers, self.effective_depth_lambda(n_layers)).to(evidence.device)
+        prior = self.prior(layers, n_layers).to(evidence.device)
         heads = torch.stack([reduced[l]["head_weights"] for l in layers])
         return layer_weights(evidence, prior), heads, evidence
 
