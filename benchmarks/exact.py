@@ -148,15 +148,22 @@ def show(row: dict, floors: dict) -> str:
 
 def exponent(rows: list[dict], job: str, layers: int) -> float | None:
     """The slope of log(working memory) against log(N) by least squares. "blockwise" counts the
-    explain rows that took the block-wise path too."""
+    explain rows that took the block-wise path too (not batched or fast: other jobs)."""
     def counts(row: dict) -> bool:
-        return row.get("job") == job or (job == "blockwise" and row.get("path") == "blockwise")
+        return row.get("job") == job or (job == "blockwise" and row.get("job") == "explain"
+                                          and row.get("path") == "blockwise")
     points = [(row["length"], row["working_memory_mb"]) for row in rows
               if counts(row) and row.get("layers") == layers and "error" not in row]
     if len(points) < 2:
         return None
     x, y = (np.log([p[i] for p in points]) for i in (0, 1))
     return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
+def fitted(rows: list[dict]) -> dict[str, float | None]:
+    fits = {job: exponent(rows, job, 8) for job in ("floor", "blockwise", "full_matrix", "direct")}
+    print("memory ~ N^k, fitted k (8 layers): " + ", ".join(f"{job} {k}" for job, k in fits.items() if k is not None))
+    return fits
 
 
 def machine(device: str) -> str:
@@ -179,12 +186,17 @@ def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float
     parser.add_argument("--answer-tokens", type=int, default=16)
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
     parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--fit", type=Path, nargs="+", help="only print the memory exponents of these saved runs, "
+                                                           "their rows taken together")
     parser.add_argument("--one", nargs=4, metavar=("JOB", "IMAGES", "LAYERS", "MAPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         job, images, layers, maps = args.one
         print(json.dumps(measure(job, int(images), int(layers), args.answer_tokens, Path(maps), args.device,
                                  args.dtype)))
+        return
+    if args.fit:
+        fitted([row for path in args.fit for row in json.loads(path.read_text())["rows"]])
         return
     plan = [(images, 8) for images in args.images] + [(2, layers) for layers in args.layers if layers != 8]
     rows, floors = [], {}
@@ -203,8 +215,7 @@ def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float
                 if job in ("floor", "fast_floor") and "error" not in row:
                     floors[(job, images, layers)] = row
                 print(show(row, floors), flush=True)
-    fits = {job: exponent(rows, job, 8) for job in ("floor", "blockwise", "full_matrix", "direct")}
-    print("memory ~ N^k, fitted k (8 layers): " + ", ".join(f"{job} {k}" for job, k in fits.items() if k is not None))
+    fits = fitted(rows)
     if args.out:
         args.out.write_text(json.dumps({"machine": machine(args.device), "dtype": args.dtype,
                                         "command": " ".join(["python", *sys.argv]),

@@ -51,11 +51,10 @@ class LayerAttention:
 
     def row_blocks(self, stop: int, attention_keys: int, gradient_keys: int | None = None,
                    block_elements: int | None = None,
-                   start: int = 0) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor | None]]:
-        """(rows, A [H, b, k], dz/dA [H, b, gradient_keys or k] or None) for rows start..stop-1, where
+                   start: int = 0) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """(rows, A [H, b, k], dz/dA [H, b, gradient_keys or k]) for rows start..stop-1, where
         k <= attention_keys is the block's last key that any of its rows may attend to, plus one
-        (causal blocks are triangular: the later keys hold no probability). `gradient_keys=0`
-        yields no gradient.
+        (causal blocks are triangular: the later keys hold no probability).
 
         A is normalised over the first `attention_keys` keys only: the caller asks for fewer than
         all keys only where the rest are masked for these rows (causal rows up to the query), so
@@ -63,23 +62,18 @@ class LayerAttention:
         width = max(attention_keys, gradient_keys or 0)
         size = min(MAX_BLOCK_ROWS, max(1, (block_elements or BLOCK_ELEMENTS) // (self.n_heads * max(width, 1))))
         keys = self.key[:, :attention_keys].float().transpose(1, 2)
-        values = self.value.float().transpose(1, 2) if gradient_keys != 0 else None
+        values = self.value.float().transpose(1, 2)
         for first in range(start, stop, size):
             rows = slice(first, min(first + size, stop))
             reach = self._reach(rows, attention_keys)
             attn = self._probabilities(rows, keys[..., :reach])
-            grad = None
-            if values is not None:
-                grad = per_head(self.grad_output[:, rows].float(), values[..., : gradient_keys or reach])
-            yield rows, attn, grad
+            yield rows, attn, per_head(self.grad_output[:, rows].float(), values[..., : gradient_keys or reach])
 
     def _reach(self, rows: slice, keys: int) -> int:
         """One past the last of the first `keys` keys that any row of the block may attend to."""
         if self.mask is None:
             return min(keys, rows.stop) if self.causal else keys
-        block = self.mask[:, rows, :keys]
-        allowed = (block if block.dtype == torch.bool else block > torch.finfo(block.dtype).min / 2).any(0).any(0)
-        where = torch.nonzero(allowed)
+        where = torch.nonzero(attends(self.mask[:, rows, :keys]).any(0).any(0))
         return int(where[-1]) + 1 if len(where) else keys
 
     def _probabilities(self, rows: slice, keys: torch.Tensor) -> torch.Tensor:
@@ -99,6 +93,11 @@ class LayerAttention:
         if self.zero_keys is not None:
             attn.index_fill_(-1, self.zero_keys[self.zero_keys < n], 0.0)
         return attn
+
+
+def attends(mask: torch.Tensor) -> torch.Tensor:
+    """True where a boolean (True attends) or additive mask lets a query attend to a key."""
+    return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
 
 
 def per_head(rows: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

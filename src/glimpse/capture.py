@@ -39,7 +39,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .blocks import LayerAttention
+from .blocks import LayerAttention, attends
 from .errors import CaptureError, FallbackWarning, note
 from .layout import SequenceLayout
 from .resources import is_out_of_memory
@@ -152,7 +152,7 @@ class _Recorder:
             return
         if id(mask) in self.checked_masks:
             return
-        self._refuse_future(layer, (mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2).any(0))
+        self._refuse_future(layer, attends(mask).any(0))
         self.checked_masks[id(mask)] = mask  # kept so that the id is not reused by another mask
 
     def _check_causal(self, layer: int, probs: torch.Tensor) -> None:

@@ -144,23 +144,19 @@ class Glimpse(AttentionMethod):
     def token_state(self, token: TokenTrace, layers: list[int], n_layers: int,
                     cross: frozenset[int]) -> dict[str, torch.Tensor]:
         """Steps 1-3 for one answer token: its propagated rows, layer weights and head weights."""
-        if "attention" in token.layers[layers[0]]:
-            return self.streamed_state(token, layers, n_layers, cross)
+        if "attention" in token.layers[layers[0]]:  # block-wise: one top-down sweep
+            attentions = {l: token.layers[l]["attention"] for l in layers}
+            return self.swept_states(attentions, layers, n_layers, cross, token.query, [token.query])[0]
         alpha, heads, evidence = self.weights(token.layers, layers, n_layers)
         rows, keys = propagate(one_hot([token.query], token.query + 1, heads.device), layers, alpha,
                                layer_product(token.layers, token.query), cross)
         return {"row": rows[0].cpu(), "keys": None if keys is None else keys[0].cpu(), "alpha": alpha.cpu(),
                 "head_weights": heads.cpu(), "no_evidence": not evidence.any()}
 
-    def streamed_state(self, token: TokenTrace, layers: list[int], n_layers: int,
-                       cross: frozenset[int]) -> dict[str, torch.Tensor]:
-        """`token_state` from block-wise layers, in one top-down sweep (`propagate_streamed`)."""
-        attentions = {l: token.layers[l]["attention"] for l in layers}
-        return self.swept_states(attentions, layers, n_layers, cross, token.query, [token.query])[0]
-
     def swept_states(self, attentions: dict[int, LayerAttention], layers: list[int], n_layers: int,
                      cross: frozenset[int], query: int, starts: list[int]) -> list[dict[str, torch.Tensor]]:
-        """One state per start row, all carried through the layers' rows 0..query in one sweep."""
+        """One state per start row, all carried through the layers' rows 0..query in one sweep
+        (`propagate_streamed`)."""
         device = attentions[layers[0]].query.device
         prior = self.prior(layers, n_layers).to(device)
         swept = propagate_streamed(attentions, layers, query, self.head_lambda, prior, cross, starts)
