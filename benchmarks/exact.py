@@ -39,13 +39,9 @@ import numpy as np
 QUESTION = "what is in the picture?"
 WORDS = ["a", "red", "circle", "on", "the", "left", "of", "blue", "square"]
 JOBS = ("floor", "fast_floor", "explain", "blockwise", "batched", "full_matrix", "direct", "fast")
-# The batched job's max_memory (GiB): answer tokens share batched backward passes within it.
-BATCHED_GIB = 8.0
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
+# The explain jobs' GLIMPSE options (batched: answer tokens share backward passes within 8 GiB).
+JOB_OPTIONS = {"blockwise": {"path": "blockwise"}, "full_matrix": {"path": "full_matrix"},
+               "batched": {"path": "blockwise", "max_memory": 8.0}}
 
 
 def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, device: str = "cpu",
@@ -59,6 +55,7 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
     import glimpse.methods.glimpse
     import glimpse.pipeline  # noqa: F401  (imported before the timer: glimpse imports its parts lazily)
     from direct import direct_glimpse
+    from glimpse.resources import resident_bytes
     from llava_model import build
 
     torch.set_num_threads(2)
@@ -77,7 +74,7 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    baseline = torch.cuda.memory_allocated() if cuda else rss_bytes()
+    baseline = torch.cuda.memory_allocated() if cuda else resident_bytes()
     start = time.perf_counter()
     extra: dict = {}
     if job in ("floor", "fast_floor"):
@@ -86,9 +83,7 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
         result = direct_glimpse(model, inputs, list(layout.answer), list(layout.image_positions), list(layout.prompt))
         np.save(maps, result["token_visual"].float().cpu().numpy())
     else:
-        options = {"path": job} if job in ("blockwise", "full_matrix") else {}
-        if job == "batched":
-            options = {"path": "blockwise", "max_memory": BATCHED_GIB}
+        options = JOB_OPTIONS.get(job, {})
         method = "glimpse_fast" if job == "fast" else "glimpse"
         explanation = glimpse.explain(model, processor, pictures, QUESTION, answer=answer, method=method, **options)
         np.save(maps, explanation.token_visual)

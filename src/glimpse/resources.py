@@ -23,7 +23,8 @@ SAMPLE_SECONDS = 0.02
 STATM = "/proc/self/statm"
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """The process's resident set now (Linux /proc)."""
     with open(STATM) as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -32,19 +33,19 @@ class _ResidentPeak:
     """Samples the resident set on a daemon thread until stopped; keeps the largest value."""
 
     def __init__(self) -> None:
-        self.start = self.peak = _resident_bytes()
+        self.start = self.peak = resident_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(SAMPLE_SECONDS):
-            self.peak = max(self.peak, _resident_bytes())
+            self.peak = max(self.peak, resident_bytes())
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
-        return max(self.peak, _resident_bytes()) - self.start
+        return max(self.peak, resident_bytes()) - self.start
 
 
 # What torch's allocators say when an allocation fails (CUDA raises OutOfMemoryError; the CPU a RuntimeError).
