@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import (
     AnswerError,
+    BatchError,
     CaptureError,
     CostWarning,
     DomainWarning,
@@ -51,7 +52,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AnswerError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
+    "AnswerError", "BatchError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
     "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError", "ModelLoadError", "OptionError",
     "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain",
     "get_method",

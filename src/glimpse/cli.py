@@ -181,6 +181,82 @@ def demo(
                    f"{'yes' if result.word_pointing else 'no'}; share of the map on it: {result.word_energy:.0%}")
 
 
+@app.command()
+def batch(
+    input: Path = typer.Option(..., "--input", "-i",
+                               help="Items: .jsonl, .csv, .parquet, a folder with a questions file, or a saved datasets "
+                                    "dataset (docs/batch-format.md)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; rerunning the same command resumes it."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Hub id or local model folder. Default: the shipped shapes-world model."),
+    methods: str = typer.Option("glimpse", help="Comma-separated methods, each explaining every item."),
+    option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                     help="A method option for every method that takes it, or METHOD.KEY=VALUE for one; "
+                                          "repeatable."),
+    shard: Optional[str] = typer.Option(None, help="i/n: only this process's share of the items (by a hash of the id)."),
+    engine: str = typer.Option("local", help="local (this process) or ray (Ray Data; pip install 'glimpse-lvlm[ray]')."),
+    workers: int = typer.Option(1, min=1, help="Model replicas on the ray engine (one GPU each where there are GPUs)."),
+    retry_failed: bool = typer.Option(False, help="Rerun only the items whose records say they failed."),
+    force: bool = typer.Option(False, help="Add to an output folder made with other settings (records keep theirs)."),
+    figures: bool = typer.Option(False, help="Also write each item's overlay PNG and HTML report."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+    dtype: str = typer.Option("auto", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    revision: Optional[str] = typer.Option(None, help="Model revision (branch, tag or commit) for hub ids."),
+    trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
+    max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate (items without an answer)."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+) -> None:
+    """Explain every item of a dataset with one or more methods: results.parquet, one record and
+    safetensors file per item and method, resumable (docs/batch-format.md). Exit status 1 when some
+    item failed (its error is in the table), 130 when stopped by Ctrl-C."""
+    from tqdm import tqdm
+
+    from .batch import run
+    from .batch.items import parse_shard
+    from .methods import parse_options
+
+    bar = None
+
+    def progress(finished: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="item", desc="explaining", file=sys.stderr, dynamic_ncols=True)
+        bar.update(finished - bar.n)
+
+    try:
+        names = [name.strip() for name in methods.split(",") if name.strip()]
+        quiet_transformers()
+        summary = run(input, out, model=model, methods=names, options=parse_options(option),
+                      shard=parse_shard(shard) if shard else None, engine=engine, workers=workers,
+                      retry_failed=retry_failed, force=force, figures=figures, device=device, dtype=dtype,
+                      revision=revision, trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens,
+                      max_answer_tokens=max_answer_tokens, progress=progress)
+    except GlimpseError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped; finished items are kept. Resume with: {resume_command()}", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    for line in summary.warnings:
+        typer.echo(f"warning: {line}", err=True)
+    typer.echo(summary.line())
+    typer.echo(f"table: {summary.table}")
+    if summary.interrupted:
+        typer.echo(f"resume with: {resume_command()}", err=True)
+        raise typer.Exit(130)
+    if summary.failed:
+        typer.echo(f"{summary.failed} item(s) failed (see the error column); rerun them with --retry-failed", err=True)
+        raise typer.Exit(1)
+
+
+def resume_command() -> str:
+    import shlex
+
+    return shlex.join(["glimpse", *sys.argv[1:]])
+
+
 toy_app = typer.Typer(no_args_is_help=True, help="The shapes world and its shipped model: train, benchmark.")
 app.add_typer(toy_app, name="toy")
 

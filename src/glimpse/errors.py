@@ -49,6 +49,11 @@ class TrainingError(GlimpseError):
     """A training run cannot go on as asked (its folder holds a checkpoint of another recipe)."""
 
 
+class BatchError(GlimpseError):
+    """A batch run cannot start or go on as asked: a malformed input row, an output folder made with
+    other settings, an unsafe item id."""
+
+
 class OptionError(MethodError):
     """An option the chosen method does not take, or a value it refuses."""
 

@@ -177,13 +177,16 @@ class Explanation:
             "notes": self.notes, "cost": self.cost, "extra": self.extra,
         }
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array, float32, under its name in arrays.safetensors (details prefixed "details.")."""
+        arrays = {name: getattr(self, name) for name in ARRAYS}
+        arrays.update({DETAILS_PREFIX + name: value for name, value in self.details.items()})
+        return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
+
     def save(self, folder: str | Path, figures: bool = True) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in ARRAYS}
-        arrays.update({DETAILS_PREFIX + name: value for name, value in self.details.items()})
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()},
-                  str(folder / "arrays.safetensors"))
+        save_file(self.arrays(), str(folder / "arrays.safetensors"))
         for i, picture in enumerate(self.images):
             picture.save(folder / f"image_{i}.png")
         (folder / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
@@ -205,18 +208,18 @@ class Explanation:
         if doc.get("schema") != "glimpse.explanation" or not 1 <= version <= SCHEMA_VERSION:
             raise GlimpseError(f"{path} is not a glimpse explanation of schema version 1 to {SCHEMA_VERSION}")
         try:
-            return cls._from_document(folder, doc, version)
+            images = []
+            for item in doc["images"]:
+                with Image.open(folder / item["file"]) as picture:
+                    images.append(picture.convert("RGB"))
+            return cls.from_document(doc, load_file(str(folder / doc["arrays"])), images)
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise GlimpseError(f"{folder} holds a damaged explanation ({type(exc).__name__}: {exc})") from None
 
     @classmethod
-    def _from_document(cls, folder: Path, doc: dict[str, Any], version: int) -> Explanation:
-        arrays = load_file(str(folder / doc["arrays"]))
-        fields = _fields_v2(doc, arrays) if version == 2 else from_version_1(doc, arrays)
-        images = []
-        for item in doc["images"]:
-            with Image.open(folder / item["file"]) as picture:
-                images.append(picture.convert("RGB"))
+    def from_document(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray], images: list[Image.Image]) -> Explanation:
+        """An explanation from its `to_dict()` document (schema version 1 or 2), its arrays and its images."""
+        fields = _fields_v2(doc, arrays) if doc["schema_version"] == 2 else from_version_1(doc, arrays)
         return cls(
             question=doc["question"], answer=doc["answer"], answer_tokens=doc["answer_tokens"],
             answer_token_ids=doc["answer_token_ids"], answer_generated=doc["answer_generated"],

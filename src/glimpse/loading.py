@@ -31,9 +31,9 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
     """
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    source = _resolve(model)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    torch_dtype = _dtype(dtype, device)
+    source = resolve_model(model)
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
     kwargs = {"revision": revision, "trust_remote_code": trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
@@ -99,7 +99,13 @@ def without_video(base: type) -> type:
     return WithoutVideo
 
 
-def _resolve(model: str | os.PathLike | None) -> str:
+def resolve_device(device: str) -> str:
+    """"auto": CUDA when available, else the CPU; anything else as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def resolve_model(model: str | os.PathLike | None) -> str:
+    """The folder (None: the shipped model's) or hub id that `load` reads `model` from."""
     if model is None:
         from .toy.model import default_model_path
         path = default_model_path()
@@ -117,7 +123,8 @@ def _resolve(model: str | os.PathLike | None) -> str:
     return text
 
 
-def _dtype(name: str, device: str) -> torch.dtype:
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """dtype `name` ("auto": bfloat16 on GPU, float32 elsewhere) on `device`."""
     if name == "auto":
         return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if name not in DTYPES:

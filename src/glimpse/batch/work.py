@@ -1,0 +1,131 @@
+"""One item of a batch run explained by each method and recorded: the work both engines share.
+
+A method that fails on an item (an unreadable image, out of memory, any exception) gives a record
+with status "failed" and the error; the run goes on. The warnings of an explanation are not
+printed per item: they are in the record's notes.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save as safetensors_bytes
+
+from ..errors import GlimpseError, GlimpseWarning
+from ..images import load_image
+from .items import Item
+from .store import ITEMS, Store, item_key
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every item of a run is explained with: (method, all its options) pairs, the answer
+    limits, and whether to draw each item's overlay and report."""
+
+    methods: tuple[tuple[str, dict[str, Any]], ...]
+    max_new_tokens: int = 32
+    max_answer_tokens: int | None = None
+    figures: bool = False
+
+
+def explain_item(model: Any, processor: Any, item: Item, settings: Settings, store: Store,
+                 methods: list[str] | None = None) -> list[dict[str, Any]]:
+    """Explain `item` with each method of `settings` (or only `methods`), write each record, return them."""
+    import glimpse
+
+    records = []
+    for name, options in settings.methods:
+        if methods is not None and name not in methods:
+            continue
+        base = {"ordinal": item.ordinal, "id": item.id, "method": name, "question": item.question,
+                "images": item.image_sources(), "options": json.dumps(options, sort_keys=True)}
+        try:
+            images = [load_image(x) for x in item.images]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", GlimpseWarning)
+                explanation = glimpse.explain(model, processor, images, item.question, answer=item.answer, method=name,
+                                              max_new_tokens=settings.max_new_tokens,
+                                              max_answer_tokens=settings.max_answer_tokens, **options)
+        except Exception as exc:  # recorded, and the run goes on (KeyboardInterrupt is not an Exception)
+            record = {**base, "status": "failed", "error": error_text(exc),
+                      "traceback": None if isinstance(exc, GlimpseError) else traceback.format_exc()}
+            store.write(item.id, name, record, {})
+            records.append(record)
+            continue
+        record, files = _done(item, name, explanation, base, settings.figures)
+        store.write(item.id, name, record, files)
+        records.append(record)
+    return records
+
+
+def error_text(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _done(item: Item, name: str, explanation: Any, base: dict[str, Any],
+          figures: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
+    notes = list(explanation.notes)
+    metrics = {}
+    try:
+        mask = evidence_mask(item, explanation.images[0].size)
+        if mask is not None:
+            metrics = ground_truth_metrics(explanation, mask)
+    except GlimpseError as exc:
+        notes.append(f"no metrics: {exc}")
+    arrays = f"{ITEMS}/{item_key(item.id)}/{name}.safetensors"
+    files = {f"{name}.safetensors": safetensors_bytes(explanation.arrays())}
+    if figures:
+        files[f"{name}.png"] = _png(explanation.to_png())
+        files[f"{name}.html"] = explanation.to_html().encode()
+    cost = explanation.cost
+    peak = cost.get("peak_memory_bytes")
+    record = {**base, "status": "done", "error": None, "answer": explanation.answer,
+              "answer_generated": explanation.answer_generated, "answer_tokens": list(explanation.answer_tokens),
+              "token_weights": [float(w) for w in explanation.token_weights], "seconds": cost.get("seconds"),
+              "peak_memory_mb": None if peak is None else peak / 2**20, "notes": notes, "arrays": arrays,
+              "pointing_game": metrics.get("pointing_game"), "energy_in_mask": metrics.get("energy_in_mask"),
+              "explanation": explanation.to_dict()}
+    return record, files
+
+
+def evidence_mask(item: Item, size: tuple[int, int]) -> np.ndarray | None:
+    """The item's ground truth on its first image ([height, width] bool), from its mask or its box."""
+    width, height = size
+    if item.mask is not None:
+        try:
+            with Image.open(item.mask) as picture:
+                mask = np.asarray(picture.convert("L")) > 0
+        except OSError as exc:
+            raise GlimpseError(f"cannot read the mask {item.mask} ({exc})") from None
+        if mask.shape != (height, width):
+            raise GlimpseError(f"the mask {item.mask} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
+        return mask
+    if item.box is not None:
+        x0, y0, x1, y1 = item.box
+        mask = np.zeros((height, width), dtype=bool)
+        mask[max(0, int(np.floor(y0))): int(np.ceil(y1)), max(0, int(np.floor(x0))): int(np.ceil(x1))] = True
+        if not mask.any():
+            raise GlimpseError(f"the box {list(item.box)} lies outside the {width}x{height} image")
+        return mask
+    return None
+
+
+def ground_truth_metrics(explanation: Any, mask: np.ndarray) -> dict[str, Any]:
+    from ..eval import energy_in_mask, pointing_game
+
+    return {"pointing_game": pointing_game(explanation, mask), "energy_in_mask": energy_in_mask(explanation, mask)}
+
+
+def _png(picture: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
