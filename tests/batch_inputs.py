@@ -1,28 +1,19 @@
-"""Batch inputs for tests: shapes-world scenes written as images, masks and an items file."""
+"""Batch inputs for tests: shapes-world scenes (`glimpse.toy.scenes`) and their rows, to edit."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+SEED = 5
 
 
-def write_scenes(folder: Path, n: int, first: int = 0) -> list[dict]:
-    """Scenes first..first+n-1 of the shapes world as scene<i>.png and mask<i>.png in `folder`, and
-    their rows (id, image, question, mask; paths relative to `folder`) in folder/items.jsonl."""
-    from glimpse.toy import world
+def write_scenes(folder: Path, n: int) -> list[dict]:
+    """n shapes-world scenes in `folder` (folder/items.jsonl); returns the rows of items.jsonl."""
+    from glimpse.toy.scenes import write_scenes as write
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(first, first + n):
-        sample = world.make_sample(i)
-        sample.image.save(folder / f"scene{i}.png")
-        Image.fromarray((sample.mask * 255).astype(np.uint8)).save(folder / f"mask{i}.png")
-        rows.append({"id": f"scene-{i}", "image": f"scene{i}.png", "question": sample.question, "mask": f"mask{i}.png"})
-    write_jsonl(folder / "items.jsonl", rows)
-    return rows
+    path = write(folder, n, SEED)
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -175,3 +175,37 @@ def test_toy_train_flags_reach_the_recipe(workdir, monkeypatch, tmp_path):
     cfg = seen["cfg"]
     assert seen["seed"] == 3 and cfg.answer_steps == 7 and cfg.dims.text_layers == 2 and cfg.bf16 is False
     assert cfg.init_tower == "x/model" and cfg.dense_steps == toy_train.TrainConfig().dense_steps
+
+
+def test_batch_command_summarises_and_exits_by_outcome(tmp_path):
+    from batch_inputs import write_jsonl, write_scenes
+
+    rows = write_scenes(tmp_path / "in", 2)
+    items = tmp_path / "in" / "items.jsonl"
+    out = tmp_path / "out"
+    done = run("batch", "-i", str(items), "-o", str(out), "--max-answer-tokens", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.output
+    assert "2 done, 0 failed, 0 skipped" in done.stdout and f"table: {out / 'results.parquet'}" in done.stdout
+    rows.append({"id": "broken", "image": "nowhere.png", "question": "what?"})
+    write_jsonl(items, rows)
+    partial = run("batch", "-i", str(items), "-o", str(out), "--max-answer-tokens", "1", cwd=tmp_path)
+    assert partial.returncode == 1 and "0 done, 1 failed, 2 skipped" in partial.stdout
+    assert "--retry-failed" in partial.stderr and "the input changed" in partial.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "3/2"], "shard 3/2"), (["--set", "nonsense=1"], "takes the option 'nonsense'"),
+    (["--methods", "nope"], "nope"), (["--engine", "spark"], "engine must be one of")])
+def test_batch_command_refuses_bad_arguments_in_one_line(tmp_path, args, message):
+    from batch_inputs import write_scenes
+
+    write_scenes(tmp_path / "in", 1)
+    result = run("batch", "-i", str(tmp_path / "in" / "items.jsonl"), "-o", str(tmp_path / "o"), *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_batch_command_names_the_malformed_line(tmp_path):
+    (tmp_path / "items.jsonl").write_text('{"id": "a", "question": "q?"}\n')
+    result = run("batch", "-i", str(tmp_path / "items.jsonl"), "-o", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2 and "items.jsonl line 1: no image" in result.stderr

@@ -295,6 +295,21 @@ def _with_recipe_flags(command):
 toy_app.command("train")(_with_recipe_flags(toy_train))
 
 
+@toy_app.command("scenes")
+def toy_scenes(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the scenes, their masks and items.jsonl."),
+    n: int = typer.Option(20, min=1, help="How many scenes."),
+    seed: int = typer.Option(0, help="Which stream of scenes (scene i is drawn from the seeds [seed, i]; training "
+                                       "never draws from these)."),
+) -> None:
+    """Shapes-world scenes with their questions and evidence masks, as a batch input (items.jsonl)."""
+    from .toy.scenes import write_scenes
+
+    if out.exists() and any(out.iterdir()):
+        fail(f"--out {out} already holds files; choose another folder")
+    typer.echo(f"wrote {write_scenes(out, n, seed)} ({n} scenes with evidence masks)")
+
+
 @toy_app.command("bench")
 def toy_bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),

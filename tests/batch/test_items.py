@@ -20,7 +20,7 @@ def scenes(tmp_path):
     rows = write_scenes(tmp_path / "in", 4)
     rows[1]["answer"] = "the cross is red."
     rows[2] = {**{k: v for k, v in rows[2].items() if k != "mask"}, "box": [10, 20, 60, 80]}
-    rows[3]["images"] = [rows[3].pop("image"), "scene0.png"]
+    rows[3]["images"] = [rows[3].pop("image"), "scene_0.png"]
     write_jsonl(tmp_path / "in" / "items.jsonl", rows)
     return tmp_path / "in", rows
 
@@ -29,9 +29,9 @@ def test_jsonl_rows_resolve_paths_relative_to_the_file(scenes, tmp_path):
     folder, rows = scenes
     items = read_items(folder / "items.jsonl")
     assert [i.id for i in items] == [r["id"] for r in rows] and [i.ordinal for i in items] == [0, 1, 2, 3]
-    assert items[0].images == [(folder / "scene0.png").resolve()] and items[0].mask == (folder / "mask0.png").resolve()
+    assert items[0].images == [(folder / "scene_0.png").resolve()] and items[0].mask == (folder / "mask_0.png").resolve()
     assert items[1].answer == "the cross is red." and items[2].box == (10.0, 20.0, 60.0, 80.0) and items[2].mask is None
-    assert items[3].images == [(folder / "scene3.png").resolve(), (folder / "scene0.png").resolve()]
+    assert items[3].images == [(folder / "scene_3.png").resolve(), (folder / "scene_0.png").resolve()]
 
 
 def test_csv_parquet_folder_and_saved_dataset_give_the_same_items(scenes, tmp_path):
@@ -43,7 +43,7 @@ def test_csv_parquet_folder_and_saved_dataset_give_the_same_items(scenes, tmp_pa
     expected = fields(read_items(folder / "items.jsonl"))
     names = ["id", "image", "images", "question", "answer", "mask", "box"]
     with open(folder / "items.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, names)
+        writer = csv.DictWriter(handle, names, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
@@ -54,11 +54,11 @@ def test_csv_parquet_folder_and_saved_dataset_give_the_same_items(scenes, tmp_pa
     Dataset.from_list(table_rows).save_to_disk(str(folder / "saved"))
     saved = [(i, [p.name for p in images], *rest) for i, images, *rest in
              [(x.id, x.images, x.question, x.answer, x.box) for x in read_items(folder / "saved")]]
-    assert [s[0] for s in saved] == [r["id"] for r in rows] and saved[3][1] == ["scene3.png", "scene0.png"]
+    assert [s[0] for s in saved] == [r["id"] for r in rows] and saved[3][1] == ["scene_3.png", "scene_0.png"]
     # A folder of images with a questions file: ids may be left out, the image path names the row.
-    write_jsonl(folder / "questions.jsonl", [{"image": "scene0.png", "question": "what is it?"}])
+    write_jsonl(folder / "questions.jsonl", [{"image": "scene_0.png", "question": "what is it?"}])
     (item,) = read_items(folder)
-    assert item.id == "scene0" and item.images == [(folder / "scene0.png").resolve()]
+    assert item.id == "scene_0" and item.images == [(folder / "scene_0.png").resolve()]
 
 
 def test_a_saved_dataset_with_image_features_keeps_the_images_in_memory(tmp_path):

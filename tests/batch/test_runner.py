@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import glimpse
-from batch_inputs import write_jsonl, write_scenes
+from batch_inputs import SEED, write_jsonl, write_scenes
 from glimpse.batch import load_explanation, read_table, run
 from glimpse.batch.runner import resolve_methods
 from glimpse.batch.store import COLUMNS, table_schema
@@ -40,7 +40,7 @@ def test_the_table_has_one_row_per_item_and_method_with_the_explanation(finished
     loaded = glimpse.load(None, device="cpu")
     for row in rows:
         assert row["status"] == "done" and row["error"] is None and row["seconds"] > 0
-        sample = world.make_sample(int(row["id"].split("-")[1]))
+        sample = world.make_dataset(3, SEED)[int(row["id"].split("-")[1])]
         explanation = load_explanation(folder / "out", row["id"], row["method"])
         again = glimpse.explain(loaded.model, loaded.processor, sample.image, sample.question, method=row["method"])
         assert row["answer"] == explanation.answer == again.answer and row["answer_generated"]
@@ -95,7 +95,7 @@ def test_a_failed_item_is_recorded_and_retried_alone(tmp_path):
     assert table["scene-1"]["status"] == "failed" and table["scene-1"]["error"].startswith("ImageError: image file not")
     assert table["scene-1"]["answer"] is None and table["scene-0"]["status"] == "done"
     assert run(tmp_path / "in" / "items.jsonl", tmp_path / "out").skipped == 3  # a failed item is finished too
-    world.make_sample(1).image.save(tmp_path / "in" / "missing.png")
+    world.make_dataset(3, SEED)[1].image.save(tmp_path / "in" / "missing.png")
     done_before = (tmp_path / "out" / table["scene-0"]["arrays"]).stat().st_mtime_ns
     summary = run(tmp_path / "in" / "items.jsonl", tmp_path / "out", retry_failed=True)
     assert (summary.done, summary.failed, summary.skipped) == (1, 0, 2)
