@@ -7,6 +7,7 @@ import signal
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 import glimpse
 from batch_inputs import SEED, write_jsonl, write_scenes
@@ -14,7 +15,7 @@ from glimpse.batch import load_explanation, read_table, run
 from glimpse.batch.runner import resolve_methods
 from glimpse.batch.store import COLUMNS, table_schema
 from glimpse.errors import BatchError, OptionError
-from glimpse.eval import energy_in_mask, pointing_game
+from glimpse.eval import cc, energy_in_mask, nss, pointing_game
 from glimpse.toy import world
 
 
@@ -25,6 +26,10 @@ def finished(tmp_path_factory):
     rows = write_scenes(folder / "in", 3)
     rows[1].pop("mask")
     rows[1]["box"] = [0, 0, 112, 112]
+    fixations = np.zeros((224, 224), np.uint8)
+    fixations[[30, 40, 150], [60, 70, 200]] = [1, 3, 2]  # fixation counts
+    Image.fromarray(fixations).save(folder / "in" / "fixations_2.png")
+    rows[2]["fixations"] = "fixations_2.png"
     write_jsonl(folder / "in" / "items.jsonl", rows)
     summary = run(folder / "in" / "items.jsonl", folder / "out", methods=["glimpse", "rollout"], figures=True)
     return folder, summary
@@ -52,6 +57,11 @@ def test_the_table_has_one_row_per_item_and_method_with_the_explanation(finished
             mask[:112, :112] = True
         assert row["pointing_game"] == pointing_game(explanation, mask)
         assert row["energy_in_mask"] == pytest.approx(energy_in_mask(explanation, mask))
+        if row["id"] == "scene-2":
+            counts = np.asarray(Image.open(folder / "in" / "fixations_2.png"), dtype=np.float64)
+            assert row["nss"] == pytest.approx(nss(explanation, counts)) and row["cc"] == pytest.approx(cc(explanation, counts))
+        else:
+            assert row["nss"] is None and row["cc"] is None
         assert json.loads(row["options"]) == get_params(row["method"])
         item = folder / "out" / row["arrays"]
         assert item.is_file() and item.with_suffix(".png").is_file() and item.with_suffix(".html").is_file()
@@ -105,15 +115,13 @@ def test_a_failed_item_is_recorded_and_retried_alone(tmp_path):
 
 def test_ground_truth_that_does_not_fit_is_a_note_not_a_failure(tmp_path):
     rows = write_scenes(tmp_path / "in", 1)
-    from PIL import Image
-
     Image.new("L", (10, 10)).save(tmp_path / "in" / "small.png")
     rows[0]["mask"] = "small.png"
     write_jsonl(tmp_path / "in" / "items.jsonl", rows)
     run(tmp_path / "in" / "items.jsonl", tmp_path / "out")
     (row,) = read_table(tmp_path / "out").to_pylist()
     assert row["status"] == "done" and row["pointing_game"] is None
-    assert any("no metrics: the mask" in note and "10x10" in note for note in row["notes"])
+    assert any("no mask metrics: the mask" in note and "10x10" in note for note in row["notes"])
 
 
 def test_options_go_to_the_methods_that_take_them():
@@ -161,3 +169,15 @@ def test_an_unknown_engine_and_a_missing_table_are_refused(tmp_path):
         run(tmp_path / "in" / "items.jsonl", tmp_path / "out", engine="spark")
     with pytest.raises(BatchError, match="run the batch first"):
         read_table(tmp_path / "nothing")
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_what_is_finished(tmp_path):
+    write_scenes(tmp_path / "in", 3)
+
+    def progress(finished, total):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # the second raises KeyboardInterrupt there and then
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "in" / "items.jsonl", tmp_path / "out", progress=progress)
+    assert [r["id"] for r in read_table(tmp_path / "out").to_pylist()] == ["scene-0"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -43,3 +43,45 @@ def test_pointing_chance_counts_cells_touching_the_mask(explanation):
     mask = np.zeros((56, 112), dtype=bool)
     mask[0:14, 28:42] = True  # exactly cell (0, 0) of the crop
     assert pointing_chance(explanation.layouts[0], mask) == pytest.approx(1 / 16)
+
+
+def pysaliency_metrics():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its pkg_resources import warns on recent setuptools
+        import pysaliency.metrics
+    return pysaliency.metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nss_and_cc_match_pysaliency(explanation, seed):
+    from glimpse.eval import cc, nss
+
+    metrics = pysaliency_metrics()
+    rng = np.random.default_rng(seed)
+    explanation.visual = rng.random(16).astype(np.float32)
+    saliency = explanation.visual_map(resolution="image")
+    xs, ys = rng.integers(0, 112, size=12), rng.integers(0, 56, size=12)
+    xs, ys = np.concatenate([xs, xs[:4]]), np.concatenate([ys, ys[:4]])  # four pixels fixated twice
+    counts = np.zeros((56, 112))
+    np.add.at(counts, (ys, xs), 1)
+    assert nss(explanation, counts) == pytest.approx(float(np.mean(metrics.NSS(saliency, xs, ys))), rel=1e-9)
+    assert nss(explanation, counts > 0) == pytest.approx(
+        float(np.mean(metrics.NSS(saliency, *np.nonzero(counts.T)))), rel=1e-9)
+    density = rng.random((56, 112))
+    assert cc(explanation, density) == pytest.approx(float(metrics.CC(saliency, density)), rel=1e-9)
+
+
+def test_fixation_metrics_refuse_a_map_of_another_size_or_without_fixations(explanation):
+    from glimpse.errors import GlimpseError
+    from glimpse.eval import cc, nss
+
+    with pytest.raises(GlimpseError, match="the fixation map is 10x5 .* the image 112x56"):
+        nss(explanation, np.ones((5, 10)))
+    with pytest.raises(GlimpseError, match="at least one fixation"):
+        cc(explanation, np.zeros((56, 112)))
+    explanation.visual = np.random.default_rng(0).random(16).astype(np.float32)
+    # Every pixel fixated alike: the standardised map averages to zero; a constant density correlates with nothing.
+    assert nss(explanation, np.ones((56, 112))) == pytest.approx(0.0, abs=1e-12)
+    assert cc(explanation, np.ones((56, 112))) == 0.0

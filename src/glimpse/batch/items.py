@@ -3,9 +3,10 @@ file, or a Hugging Face `datasets` dataset saved to disk (docs/batch-format.md).
 
 Every row names an `id` (or `question_id`; in a folder's questions file it may be left out, the
 image's path naming the row), one image (`image`: a path) or several (`images`: a list
-of paths), a `question`, and optionally an `answer` to explain and ground truth: `mask` (a path to an
-image whose non-zero pixels are the evidence) or `box` ([x0, y0, x1, y1] in pixels), both on the
-first image. Paths are resolved relative to the input file (a folder input: to the folder). A
+of paths), a `question`, and optionally an `answer` to explain and ground truth on the first image:
+`mask` (a path to an image whose non-zero pixels are the evidence) or `box` ([x0, y0, x1, y1] in
+pixels), and `fixations` (a path to a grey-level image of human fixations: fixated pixels non-zero,
+or fixation counts, or a density). Paths are resolved relative to the input file (a folder input: to the folder). A
 malformed row is refused with its line (or row) number before anything runs.
 """
 
@@ -41,6 +42,7 @@ class Item:
     answer: str | None = None
     mask: Path | None = None
     box: tuple[float, float, float, float] | None = None
+    fixations: Path | None = None
     ordinal: int = 0
     where: str = ""
 
@@ -218,7 +220,9 @@ def _item(row: dict[str, Any], base: Path, ordinal: int, where: str) -> Item:
         raise bad("answer must be a non-empty text when given")
     return Item(id=str(item_id), images=[_image(x, base, bad) for x in images], question=question,
                 answer=answer, mask=_path(row["mask"], base, bad) if row.get("mask") is not None else None,
-                box=_box(row.get("box"), bad), ordinal=ordinal, where=where)
+                box=_box(row.get("box"), bad),
+                fixations=_path(row["fixations"], base, bad) if row.get("fixations") is not None else None,
+                ordinal=ordinal, where=where)
 
 
 def _image(value: Any, base: Path, bad) -> Path | Image.Image:

@@ -20,7 +20,7 @@ from safetensors.numpy import save as safetensors_bytes
 from ..errors import GlimpseError, GlimpseWarning
 from ..images import load_image
 from .items import Item
-from .store import ITEMS, Store, item_key
+from .store import ITEMS, METRICS, Store, item_key
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,7 @@ def error_text(exc: BaseException) -> str:
 def _done(item: Item, name: str, explanation: Any, base: dict[str, Any],
           figures: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
     notes = list(explanation.notes)
-    metrics = {}
-    try:
-        mask = evidence_mask(item, explanation.images[0].size)
-        if mask is not None:
-            metrics = ground_truth_metrics(explanation, mask)
-    except GlimpseError as exc:
-        notes.append(f"no metrics: {exc}")
+    metrics = ground_truth_metrics(item, explanation, notes)
     arrays = f"{ITEMS}/{item_key(item.id)}/{name}.safetensors"
     files = {f"{name}.safetensors": safetensors_bytes(explanation.arrays())}
     if figures:
@@ -90,7 +84,7 @@ def _done(item: Item, name: str, explanation: Any, base: dict[str, Any],
               "answer_generated": explanation.answer_generated, "answer_tokens": list(explanation.answer_tokens),
               "token_weights": [float(w) for w in explanation.token_weights], "seconds": cost.get("seconds"),
               "peak_memory_mb": None if peak is None else peak / 2**20, "notes": notes, "arrays": arrays,
-              "pointing_game": metrics.get("pointing_game"), "energy_in_mask": metrics.get("energy_in_mask"),
+              **{name: metrics.get(name) for name in METRICS},
               "explanation": explanation.to_dict()}
     return record, files
 
@@ -99,11 +93,7 @@ def evidence_mask(item: Item, size: tuple[int, int]) -> np.ndarray | None:
     """The item's ground truth on its first image ([height, width] bool), from its mask or its box."""
     width, height = size
     if item.mask is not None:
-        try:
-            with Image.open(item.mask) as picture:
-                mask = np.asarray(picture.convert("L")) > 0
-        except OSError as exc:
-            raise GlimpseError(f"cannot read the mask {item.mask} ({exc})") from None
+        mask = _grey(item.mask, "mask") > 0
         if mask.shape != (height, width):
             raise GlimpseError(f"the mask {item.mask} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
         return mask
@@ -117,10 +107,34 @@ def evidence_mask(item: Item, size: tuple[int, int]) -> np.ndarray | None:
     return None
 
 
-def ground_truth_metrics(explanation: Any, mask: np.ndarray) -> dict[str, Any]:
-    from ..eval import energy_in_mask, pointing_game
+def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict[str, Any]:
+    """The metrics the item's ground truth allows (none without); ground truth that does not fit
+    the image gives a note instead, and the explanation is kept."""
+    from ..eval import cc, energy_in_mask, nss, pointing_game
 
-    return {"pointing_game": pointing_game(explanation, mask), "energy_in_mask": energy_in_mask(explanation, mask)}
+    metrics: dict[str, Any] = {}
+    size = explanation.images[0].size
+    try:
+        mask = evidence_mask(item, size)
+        if mask is not None:
+            metrics.update(pointing_game=pointing_game(explanation, mask), energy_in_mask=energy_in_mask(explanation, mask))
+    except GlimpseError as exc:
+        notes.append(f"no mask metrics: {exc}")
+    try:
+        if item.fixations is not None:
+            fixations = _grey(item.fixations, "fixation map")
+            metrics.update(nss=nss(explanation, fixations), cc=cc(explanation, fixations))
+    except GlimpseError as exc:
+        notes.append(f"no fixation metrics: {exc}")
+    return metrics
+
+
+def _grey(path: Any, what: str) -> np.ndarray:
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("F"), dtype=np.float64)
+    except OSError as exc:
+        raise GlimpseError(f"cannot read the {what} {path} ({exc})") from None
 
 
 def _png(picture: Image.Image) -> bytes:

@@ -1,5 +1,5 @@
-"""Evaluation of explanations: localisation metrics against ground-truth evidence masks."""
+"""Evaluation of explanations: localisation against evidence masks, agreement with human fixations."""
 
-from .metrics import energy_in_mask, pointing_chance, pointing_game, token_cells
+from .metrics import cc, energy_in_mask, nss, pointing_chance, pointing_game, token_cells
 
-__all__ = ["energy_in_mask", "pointing_chance", "pointing_game", "token_cells"]
+__all__ = ["cc", "energy_in_mask", "nss", "pointing_chance", "pointing_game", "token_cells"]

@@ -1,9 +1,11 @@
-"""Localisation metrics of a map against a ground-truth evidence mask on the original image."""
+"""Metrics of a map on the original image: localisation against a ground-truth evidence mask
+(pointing game, energy in mask) and agreement with human fixations (NSS, CC)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import GlimpseError
 from ..explanation import Explanation
 from ..layout import ImageLayout
 
@@ -50,3 +52,37 @@ def energy_in_mask(explanation: Explanation, mask: np.ndarray, image: int = 0, t
     values = np.clip(explanation.visual_map(image, token, resolution="image"), 0, None)
     total = float(values.sum())
     return float(values[mask].sum() / total) if total > 0 else 0.0
+
+
+def nss(explanation: Explanation, fixations: np.ndarray, image: int = 0, token: int | None = None) -> float:
+    """Normalized scanpath saliency: the map at image resolution, standardised (zero mean, unit
+    standard deviation over the pixels), averaged over the fixated pixels, each weighted by its
+    value in `fixations` ([height, width]: 1 at fixations, or fixation counts, or a density).
+    A constant map scores 0."""
+    weights = _fixation_weights(explanation, fixations, image)
+    values = explanation.visual_map(image, token, resolution="image").astype(np.float64)
+    spread = values.std()
+    if spread == 0:
+        return 0.0
+    return float((((values - values.mean()) / spread) * weights).sum() / weights.sum())
+
+
+def cc(explanation: Explanation, density: np.ndarray, image: int = 0, token: int | None = None) -> float:
+    """Pearson's correlation of the map at image resolution with a fixation density (or any human
+    attention map) of the same size; 0 when either is constant."""
+    weights = _fixation_weights(explanation, density, image)
+    values = explanation.visual_map(image, token, resolution="image").astype(np.float64)
+    if values.std() == 0 or weights.std() == 0:
+        return 0.0
+    return float(np.corrcoef(values.ravel(), weights.ravel())[0, 1])
+
+
+def _fixation_weights(explanation: Explanation, fixations: np.ndarray, image: int) -> np.ndarray:
+    layout = explanation.layouts[image]
+    weights = np.asarray(fixations, dtype=np.float64)
+    if weights.shape != (layout.height, layout.width):
+        raise GlimpseError(f"the fixation map is {weights.shape[1]}x{weights.shape[0]} (width x height), "
+                           f"the image {layout.width}x{layout.height}")
+    if weights.min() < 0 or weights.sum() <= 0:
+        raise GlimpseError("a fixation map needs non-negative values and at least one fixation")
+    return weights
