@@ -59,7 +59,8 @@ def test_the_table_has_one_row_per_item_and_method_with_the_explanation(finished
         assert row["energy_in_mask"] == pytest.approx(energy_in_mask(explanation, mask))
         if row["id"] == "scene-2":
             counts = np.asarray(Image.open(folder / "in" / "fixations_2.png"), dtype=np.float64)
-            assert row["nss"] == pytest.approx(nss(explanation, counts)) and row["cc"] == pytest.approx(cc(explanation, counts))
+            saliency = explanation.visual_map(resolution="image")
+            assert row["nss"] == pytest.approx(nss(saliency, counts)) and row["cc"] == pytest.approx(cc(saliency, counts))
         else:
             assert row["nss"] is None and row["cc"] is None
         assert json.loads(row["options"]) == get_params(row["method"])

@@ -123,7 +123,8 @@ def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict
     try:
         if item.fixations is not None:
             fixations = _grey(item.fixations, "fixation map")
-            metrics.update(nss=nss(explanation, fixations), cc=cc(explanation, fixations))
+            saliency = explanation.visual_map(0, resolution="image")
+            metrics.update(nss=nss(saliency, fixations), cc=cc(saliency, fixations))
     except GlimpseError as exc:
         notes.append(f"no fixation metrics: {exc}")
     return metrics

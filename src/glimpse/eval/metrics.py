@@ -54,35 +54,36 @@ def energy_in_mask(explanation: Explanation, mask: np.ndarray, image: int = 0, t
     return float(values[mask].sum() / total) if total > 0 else 0.0
 
 
-def nss(explanation: Explanation, fixations: np.ndarray, image: int = 0, token: int | None = None) -> float:
-    """Normalized scanpath saliency: the map at image resolution, standardised (zero mean, unit
-    standard deviation over the pixels), averaged over the fixated pixels, each weighted by its
-    value in `fixations` ([height, width]: 1 at fixations, or fixation counts, or a density).
-    A constant map scores 0."""
-    weights = _fixation_weights(explanation, fixations, image)
-    values = explanation.visual_map(image, token, resolution="image").astype(np.float64)
+def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
+    """Normalized scanpath saliency of a 2-D map: the map standardised (zero mean, unit standard
+    deviation over the pixels), averaged over the fixated pixels, each weighted by its value in
+    `fixations` (same shape: True / 1 at fixations, or fixation counts, or a density). A constant
+    map scores 0."""
+    values, weights = _maps(saliency, fixations)
     spread = values.std()
     if spread == 0:
         return 0.0
     return float((((values - values.mean()) / spread) * weights).sum() / weights.sum())
 
 
-def cc(explanation: Explanation, density: np.ndarray, image: int = 0, token: int | None = None) -> float:
-    """Pearson's correlation of the map at image resolution with a fixation density (or any human
-    attention map) of the same size; 0 when either is constant."""
-    weights = _fixation_weights(explanation, density, image)
-    values = explanation.visual_map(image, token, resolution="image").astype(np.float64)
+def cc(saliency: np.ndarray, human: np.ndarray) -> float:
+    """Pearson's correlation of a 2-D map with a human map of the same shape (a fixation density,
+    an attention map); 0 when either is constant."""
+    values, weights = _maps(saliency, human)
     if values.std() == 0 or weights.std() == 0:
         return 0.0
     return float(np.corrcoef(values.ravel(), weights.ravel())[0, 1])
 
 
-def _fixation_weights(explanation: Explanation, fixations: np.ndarray, image: int) -> np.ndarray:
-    layout = explanation.layouts[image]
-    weights = np.asarray(fixations, dtype=np.float64)
-    if weights.shape != (layout.height, layout.width):
-        raise GlimpseError(f"the fixation map is {weights.shape[1]}x{weights.shape[0]} (width x height), "
-                           f"the image {layout.width}x{layout.height}")
+def _maps(saliency: np.ndarray, human: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, weights = np.asarray(saliency, dtype=np.float64), np.asarray(human, dtype=np.float64)
+    if weights.shape != values.shape or values.ndim != 2:
+        raise GlimpseError(f"the human map is {_size(weights)} (width x height), the saliency map {_size(values)}: "
+                           "give both at the image's resolution")
     if weights.min() < 0 or weights.sum() <= 0:
-        raise GlimpseError("a fixation map needs non-negative values and at least one fixation")
-    return weights
+        raise GlimpseError("a human map needs non-negative values and at least one fixation")
+    return values, weights
+
+
+def _size(array: np.ndarray) -> str:
+    return "x".join(str(n) for n in array.shape[::-1])
