@@ -139,7 +139,15 @@ def test_options_go_to_the_methods_that_take_them():
         resolve_methods(["nonsense"], {})
 
 
-def test_ctrl_c_stops_after_the_current_item_and_the_rerun_finishes(tmp_path):
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C as in a terminal (a background job, CI's, may start with SIGINT ignored); restored after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_after_the_current_item_and_the_rerun_finishes(tmp_path, ctrl_c):
     write_scenes(tmp_path / "in", 4)
     seen = []
 
@@ -172,7 +180,7 @@ def test_an_unknown_engine_and_a_missing_table_are_refused(tmp_path):
         read_table(tmp_path / "nothing")
 
 
-def test_a_second_ctrl_c_stops_at_once_and_keeps_what_is_finished(tmp_path):
+def test_a_second_ctrl_c_stops_at_once_and_keeps_what_is_finished(tmp_path, ctrl_c):
     write_scenes(tmp_path / "in", 3)
 
     def progress(finished, total):
