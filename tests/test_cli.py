@@ -209,3 +209,13 @@ def test_batch_command_names_the_malformed_line(tmp_path):
     (tmp_path / "items.jsonl").write_text('{"id": "a", "question": "q?"}\n')
     result = run("batch", "-i", str(tmp_path / "items.jsonl"), "-o", str(tmp_path / "o"), cwd=tmp_path)
     assert result.returncode == 2 and "items.jsonl line 1: no image" in result.stderr
+
+
+def test_evaluate_command_prints_the_table(tmp_path):
+    result = run("evaluate", "--dataset", "toy", "--limit", "2", "--methods", "glimpse,raw_attention", "--out",
+                 str(tmp_path / "ev"), "--set", "glimpse.max_memory=0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "| glimpse | 2 |" in result.stdout and "| raw_attention | 2 |" in result.stdout
+    assert (tmp_path / "ev" / "data" / "items.jsonl").is_file() and (tmp_path / "ev" / "evaluation.csv").is_file()
+    refused = run("evaluate", "--dataset", "vqa", "--out", str(tmp_path / "x"), cwd=tmp_path)
+    assert refused.returncode == 2 and "--dataset must be toy or items" in refused.stderr

@@ -205,6 +205,7 @@ def batch(
     trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate (items without an answer)."),
     max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (of this shard)."),
 ) -> None:
     """Explain every item of a dataset with one or more methods: results.parquet, one record and
     safetensors file per item and method, resumable (docs/batch-format.md). Exit status 1 when some
@@ -230,7 +231,7 @@ def batch(
                       shard=parse_shard(shard) if shard else None, engine=engine, workers=workers,
                       retry_failed=retry_failed, force=force, figures=figures, device=device, dtype=dtype,
                       revision=revision, trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens,
-                      max_answer_tokens=max_answer_tokens, progress=progress)
+                      max_answer_tokens=max_answer_tokens, limit=limit, progress=progress)
     except GlimpseError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -249,6 +250,59 @@ def batch(
     if summary.failed:
         typer.echo(f"{summary.failed} item(s) failed (see the error column); rerun them with --retry-failed", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    dataset: str = typer.Option(..., "--dataset", "-d",
+                                help="toy (held-out shapes-world scenes with evidence masks and answers) or items "
+                                     "(any batch input given as --root: docs/batch-format.md)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder; rerunning the same command resumes it."),
+    root: Optional[Path] = typer.Option(None, help="The batch input, for --dataset items."),
+    methods: str = typer.Option("glimpse,raw_attention,rollout", help="Comma-separated methods to compare."),
+    reference: Optional[str] = typer.Option(None, help="The method the others are tested against. Default: the first."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (toy: N scenes; default 200)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder. Default: the shipped model."),
+    option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                     help="A method option, as for batch (METHOD.KEY=VALUE for one method)."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+) -> None:
+    """Score methods on a dataset: each metric's mean with a bootstrap 95% interval, answer accuracy,
+    and a paired test against the reference method; writes evaluation.md, .csv and .json (and the
+    per-item records in OUT/batch)."""
+    from .eval.evaluate import evaluate as run_evaluation
+    from .methods import parse_options
+
+    try:
+        source = evaluation_input(dataset, root, out, limit)
+        quiet_transformers()
+        with shown_as_lines():
+            report = run_evaluation(source, out, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                                    reference=reference, model=model, options=parse_options(option), device=device,
+                                    limit=limit)
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(report.markdown())
+    typer.echo(f"wrote {out}/evaluation.md, evaluation.csv, evaluation.json; per-item records in {out}/batch")
+
+
+def evaluation_input(dataset: str, root: Optional[Path], out: Path, limit: Optional[int]) -> Path:
+    """The batch input of an evaluation: the given one, or the toy scenes written into OUT/data."""
+    from .toy.bench import HELDOUT_SEED
+    from .toy.scenes import write_scenes
+
+    if dataset == "items":
+        if root is None:
+            fail("--dataset items needs --root: the items file or folder")
+        return root
+    if dataset != "toy":
+        fail(f"--dataset must be toy or items, got {dataset!r}")
+    data = out / "data"
+    items = data / "items.jsonl"
+    return items if items.is_file() else write_scenes(data, limit or TOY_SCENES, HELDOUT_SEED)
+
+
+TOY_SCENES = 200
 
 
 def resume_command() -> str:

@@ -38,7 +38,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     images = [load_image(x) for x in (image if isinstance(image, (list, tuple)) else [image])]
     adapter = adapter_for(model, processor)
     prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
-    inputs = _to_device(adapter.encode(images, prompt_text), model)
+    inputs = model_inputs(adapter.encode(images, prompt_text), model)
     if answer is None:
         answer_ids = _generate(model, adapter, inputs, max_new_tokens)
     else:
@@ -124,7 +124,8 @@ def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def _to_device(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+def model_inputs(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    """The processor's tensors on the model's device, floating ones in its dtype."""
     device, dtype = model.device, model.dtype
     return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items()}
 

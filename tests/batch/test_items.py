@@ -12,7 +12,8 @@ from glimpse.errors import BatchError
 
 
 def fields(items):
-    return [(i.id, [str(p) for p in i.images], i.question, i.answer, i.mask, i.box, i.fixations, i.ordinal) for i in items]
+    return [(i.id, [str(p) for p in i.images], i.question, i.answer, i.mask, i.box, i.fixations, i.expected_answer,
+             i.ordinal) for i in items]
 
 
 @pytest.fixture
@@ -32,6 +33,7 @@ def test_jsonl_rows_resolve_paths_relative_to_the_file(scenes, tmp_path):
     assert [i.id for i in items] == [r["id"] for r in rows] and [i.ordinal for i in items] == [0, 1, 2, 3]
     assert items[0].images == [(folder / "scene_0.png").resolve()] and items[0].mask == (folder / "mask_0.png").resolve()
     assert items[1].fixations == (folder / "mask_1.png").resolve() and items[0].fixations is None
+    assert items[0].expected_answer == rows[0]["expected_answer"]
     assert items[1].answer == "the cross is red." and items[2].box == (10.0, 20.0, 60.0, 80.0) and items[2].mask is None
     assert items[3].images == [(folder / "scene_3.png").resolve(), (folder / "scene_0.png").resolve()]
 
@@ -43,7 +45,7 @@ def test_csv_parquet_folder_and_saved_dataset_give_the_same_items(scenes, tmp_pa
 
     folder, rows = scenes
     expected = fields(read_items(folder / "items.jsonl"))
-    names = ["id", "image", "images", "question", "answer", "mask", "box", "fixations"]
+    names = ["id", "image", "images", "question", "answer", "mask", "box", "fixations", "expected_answer"]
     with open(folder / "items.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, names, extrasaction="ignore")
         writer.writeheader()

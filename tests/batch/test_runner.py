@@ -15,7 +15,7 @@ from glimpse.batch import load_explanation, read_table, run
 from glimpse.batch.runner import resolve_methods
 from glimpse.batch.store import COLUMNS, table_schema
 from glimpse.errors import BatchError, OptionError
-from glimpse.eval import cc, energy_in_mask, nss, pointing_game
+from glimpse.eval import auc_judd, cc, energy_in_mask, kl_div, nss, pointing_game, sim
 from glimpse.toy import world
 
 
@@ -49,6 +49,7 @@ def test_the_table_has_one_row_per_item_and_method_with_the_explanation(finished
         explanation = load_explanation(folder / "out", row["id"], row["method"])
         again = glimpse.explain(loaded.model, loaded.processor, sample.image, sample.question, method=row["method"])
         assert row["answer"] == explanation.answer == again.answer and row["answer_generated"]
+        assert row["expected_answer"] == sample.answer and row["correct"] == (row["answer"] == sample.answer)
         assert row["answer_tokens"] == explanation.answer_tokens
         np.testing.assert_allclose(row["token_weights"], again.token_weights, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(explanation.token_visual, again.token_visual, rtol=1e-4, atol=1e-6)
@@ -61,8 +62,10 @@ def test_the_table_has_one_row_per_item_and_method_with_the_explanation(finished
             counts = np.asarray(Image.open(folder / "in" / "fixations_2.png"), dtype=np.float64)
             saliency = explanation.visual_map(resolution="image")
             assert row["nss"] == pytest.approx(nss(saliency, counts)) and row["cc"] == pytest.approx(cc(saliency, counts))
+            assert row["auc_judd"] == pytest.approx(auc_judd(saliency, counts))
+            assert row["kl_div"] == pytest.approx(kl_div(saliency, counts)) and row["sim"] == pytest.approx(sim(saliency, counts))
         else:
-            assert row["nss"] is None and row["cc"] is None
+            assert row["nss"] is None and row["cc"] is None and row["auc_judd"] is None
         assert json.loads(row["options"]) == get_params(row["method"])
         item = folder / "out" / row["arrays"]
         assert item.is_file() and item.with_suffix(".png").is_file() and item.with_suffix(".html").is_file()

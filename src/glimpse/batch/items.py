@@ -6,7 +6,8 @@ image's path naming the row), one image (`image`: a path) or several (`images`: 
 of paths), a `question`, and optionally an `answer` to explain and ground truth on the first image:
 `mask` (a path to an image whose non-zero pixels are the evidence) or `box` ([x0, y0, x1, y1] in
 pixels), and `fixations` (a path to a grey-level image of human fixations: fixated pixels non-zero,
-or fixation counts, or a density). Paths are resolved relative to the input file (a folder input: to the folder). A
+or fixation counts, or a density); and `expected_answer`, the right answer, for accuracy (the model's
+own answer is explained all the same). Paths are resolved relative to the input file (a folder input: to the folder). A
 malformed row is refused with its line (or row) number before anything runs.
 """
 
@@ -43,6 +44,7 @@ class Item:
     mask: Path | None = None
     box: tuple[float, float, float, float] | None = None
     fixations: Path | None = None
+    expected_answer: str | None = None
     ordinal: int = 0
     where: str = ""
 
@@ -215,14 +217,19 @@ def _item(row: dict[str, Any], base: Path, ordinal: int, where: str) -> Item:
     images = images if isinstance(images, list) else [images] if images is not None else []
     if not images:
         raise bad("no image (give image: a path, or images: a list of paths)")
-    answer = row.get("answer")
-    if answer is not None and (not isinstance(answer, str) or not answer.strip()):
-        raise bad("answer must be a non-empty text when given")
+
+    def optional_path(name: str) -> Path | None:
+        return _path(row[name], base, bad) if row.get(name) is not None else None
     return Item(id=str(item_id), images=[_image(x, base, bad) for x in images], question=question,
-                answer=answer, mask=_path(row["mask"], base, bad) if row.get("mask") is not None else None,
-                box=_box(row.get("box"), bad),
-                fixations=_path(row["fixations"], base, bad) if row.get("fixations") is not None else None,
-                ordinal=ordinal, where=where)
+                answer=_text(row.get("answer"), "answer", bad), mask=optional_path("mask"), box=_box(row.get("box"), bad),
+                fixations=optional_path("fixations"),
+                expected_answer=_text(row.get("expected_answer"), "expected_answer", bad), ordinal=ordinal, where=where)
+
+
+def _text(value: Any, name: str, bad) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise bad(f"{name} must be a non-empty text when given")
+    return value
 
 
 def _image(value: Any, base: Path, bad) -> Path | Image.Image:

@@ -64,10 +64,10 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
         options: dict[str, Any] | None = None, shard: tuple[int, int] | None = None, engine: str = "local",
         workers: int = 1, retry_failed: bool = False, force: bool = False, figures: bool = False,
         device: str = "auto", dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
-        max_new_tokens: int = 32, max_answer_tokens: int | None = None,
+        max_new_tokens: int = 32, max_answer_tokens: int | None = None, limit: int | None = None,
         progress: Callable[[int, int], None] | None = None) -> Summary:
-    """Explain every item of `input` (in shard (i, n) of it, if given) with each of `methods` into
-    the folder `out`. `options` are method options: "key" for every method that takes it,
+    """Explain every item of `input` (in shard (i, n) of it, if given; its first `limit`, if given)
+    with each of `methods` into the folder `out`. `options` are method options: "key" for every method that takes it,
     "method.key" for one. `progress(finished, total)` is called as items finish."""
     from ..loading import resolve_device, resolve_dtype, resolve_model
 
@@ -76,7 +76,9 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
     if workers < 1:
         raise BatchError(f"workers must be at least 1, got {workers}")
     settings = Settings(resolve_methods(methods, options or {}), max_new_tokens, max_answer_tokens, figures)
-    items = [item for item in read_items(input) if in_shard(item.id, shard)]
+    if limit is not None and limit < 1:
+        raise BatchError(f"limit must be at least 1, got {limit}")
+    items = [item for item in read_items(input) if in_shard(item.id, shard)][:limit]
     source = resolve_model(model)
     local = Path(source).expanduser()
     requested_device, device = device, resolve_device(device)

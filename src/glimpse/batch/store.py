@@ -32,9 +32,9 @@ STALE_SECONDS = 3600
 # The manifest entries that must match for a run to add to a folder (the rest are recorded only).
 SETTINGS = ("model", "revision", "dtype", "methods", "options", "max_new_tokens", "max_answer_tokens")
 # Ground-truth metrics (null where the item has no such ground truth): mask or box, then fixations.
-METRICS = ("pointing_game", "energy_in_mask", "nss", "cc")
+METRICS = ("pointing_game", "energy_in_mask", "nss", "cc", "kl_div", "sim", "auc_judd")
 COLUMNS = ("ordinal", "id", "method", "status", "error", "question", "answer", "answer_generated", "answer_tokens",
-           "token_weights", "seconds", "peak_memory_mb", *METRICS, "notes", "arrays", "options")
+           "expected_answer", "correct", "token_weights", "seconds", "peak_memory_mb", *METRICS, "notes", "arrays", "options")
 
 
 def item_key(item_id: str) -> str:
@@ -152,9 +152,11 @@ def table_schema():
     return pa.schema([
         ("ordinal", pa.int64()), ("id", pa.string()), ("method", pa.string()), ("status", pa.string()),
         ("error", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("answer_generated", pa.bool_()),
-        ("answer_tokens", pa.list_(pa.string())), ("token_weights", pa.list_(pa.float32())),
+        ("answer_tokens", pa.list_(pa.string())), ("expected_answer", pa.string()), ("correct", pa.bool_()),
+        ("token_weights", pa.list_(pa.float32())),
         ("seconds", pa.float64()), ("peak_memory_mb", pa.float64()), ("pointing_game", pa.bool_()),
-        ("energy_in_mask", pa.float64()), ("nss", pa.float64()), ("cc", pa.float64()),
+        ("energy_in_mask", pa.float64()), ("nss", pa.float64()), ("cc", pa.float64()), ("kl_div", pa.float64()),
+        ("sim", pa.float64()), ("auc_judd", pa.float64()),
         ("notes", pa.list_(pa.string())), ("arrays", pa.string()),
         ("options", pa.string()),
     ])

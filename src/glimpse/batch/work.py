@@ -18,6 +18,7 @@ from PIL import Image
 from safetensors.numpy import save as safetensors_bytes
 
 from ..errors import GlimpseError, GlimpseWarning
+from ..eval.metrics import box_mask
 from ..images import load_image
 from .items import Item
 from .store import ITEMS, METRICS, Store, item_key
@@ -44,6 +45,7 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
         if methods is not None and name not in methods:
             continue
         base = {"ordinal": item.ordinal, "id": item.id, "method": name, "question": item.question,
+                "expected_answer": item.expected_answer,
                 "images": item.image_sources(), "options": json.dumps(options, sort_keys=True)}
         try:
             images = [load_image(x) for x in item.images]
@@ -64,6 +66,11 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
     return records
 
 
+def same_answer(answer: str, expected: str) -> bool:
+    """Exact match after case folding and collapsing white space."""
+    return " ".join(answer.casefold().split()) == " ".join(expected.casefold().split())
+
+
 def error_text(exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
@@ -81,6 +88,7 @@ def _done(item: Item, name: str, explanation: Any, base: dict[str, Any],
     cost = explanation.cost
     peak = cost.get("peak_memory_bytes")
     record = {**base, "status": "done", "error": None, "answer": explanation.answer,
+              "correct": None if item.expected_answer is None else same_answer(explanation.answer, item.expected_answer),
               "answer_generated": explanation.answer_generated, "answer_tokens": list(explanation.answer_tokens),
               "token_weights": [float(w) for w in explanation.token_weights], "seconds": cost.get("seconds"),
               "peak_memory_mb": None if peak is None else peak / 2**20, "notes": notes, "arrays": arrays,
@@ -98,19 +106,14 @@ def evidence_mask(item: Item, size: tuple[int, int]) -> np.ndarray | None:
             raise GlimpseError(f"the mask {item.mask} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
         return mask
     if item.box is not None:
-        x0, y0, x1, y1 = item.box
-        mask = np.zeros((height, width), dtype=bool)
-        mask[max(0, int(np.floor(y0))): int(np.ceil(y1)), max(0, int(np.floor(x0))): int(np.ceil(x1))] = True
-        if not mask.any():
-            raise GlimpseError(f"the box {list(item.box)} lies outside the {width}x{height} image")
-        return mask
+        return box_mask(item.box, height, width)
     return None
 
 
 def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict[str, Any]:
     """The metrics the item's ground truth allows (none without); ground truth that does not fit
     the image gives a note instead, and the explanation is kept."""
-    from ..eval import cc, energy_in_mask, nss, pointing_game
+    from ..eval import auc_judd, cc, energy_in_mask, kl_div, nss, pointing_game, sim
 
     metrics: dict[str, Any] = {}
     size = explanation.images[0].size
@@ -124,7 +127,8 @@ def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict
         if item.fixations is not None:
             fixations = _grey(item.fixations, "fixation map")
             saliency = explanation.visual_map(0, resolution="image")
-            metrics.update(nss=nss(saliency, fixations), cc=cc(saliency, fixations))
+            metrics.update({name: score(saliency, fixations) for name, score in
+                            (("nss", nss), ("cc", cc), ("kl_div", kl_div), ("sim", sim), ("auc_judd", auc_judd))})
     except GlimpseError as exc:
         notes.append(f"no fixation metrics: {exc}")
     return metrics

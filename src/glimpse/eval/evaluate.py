@@ -1,0 +1,135 @@
+"""`evaluate`: a batch run over a dataset, summarised per method: every metric's mean with its
+bootstrap 95% interval, answer accuracy, and a paired test of each method against a reference
+method (GLIMPSE by default) on the items both scored. Written as Markdown, CSV and JSON.
+
+The batch run (`glimpse.batch`) keeps its per-item records in OUT/batch, so an evaluation
+resumes where it stopped and its items can be inspected one by one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import GlimpseError
+from .stats import Estimate, bootstrap_mean, paired_bootstrap
+
+# Table column -> its name in the report; scored per item by the batch run where the ground truth allows.
+METRICS = {"correct": "accuracy", "pointing_game": "pointing game", "energy_in_mask": "energy in mask",
+           "nss": "NSS", "cc": "CC", "kl_div": "KL", "sim": "SIM", "auc_judd": "AUC-Judd"}
+TEST = "paired bootstrap (two-sided, 10,000 resamples of the items both methods scored)"
+
+
+@dataclass
+class MethodScores:
+    """One method's row: items done and failed, and each metric's estimate and p-value against the reference."""
+
+    method: str
+    done: int
+    failed: int
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    p_values: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    rows: list[MethodScores]
+    reference: str
+    test: str = TEST
+
+    def markdown(self) -> str:
+        metrics = self._metrics()
+        head = ["method", "items", *[METRICS[m] for m in metrics]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in self.rows:
+            cells = [row.method, f"{row.done}" + (f" ({row.failed} failed)" if row.failed else "")]
+            for metric in metrics:
+                estimate = row.estimates.get(metric)
+                p = row.p_values.get(metric)
+                cells.append("-" if estimate is None else estimate.text() + ("" if p is None else f" (p={p:.3g})"))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + (f"\n\nMeans with bootstrap 95% intervals; p: {self.test} against "
+                                   f"{self.reference}.\n")
+
+    def csv(self) -> str:
+        metrics = self._metrics()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["method", "done", "failed", *[f"{m}_{part}" for m in metrics for part in ("mean", "low", "high",
+                                                                                                   "n", "p")]])
+        for row in self.rows:
+            values: list[Any] = [row.method, row.done, row.failed]
+            for metric in metrics:
+                estimate = row.estimates.get(metric)
+                values += ["", "", "", "", ""] if estimate is None else [
+                    estimate.mean, estimate.low, estimate.high, estimate.n, row.p_values.get(metric, "")]
+            writer.writerow(values)
+        return buffer.getvalue()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "test": self.test, "metrics": METRICS, "rows": [asdict(r) for r in self.rows]}
+
+    def write(self, folder: Path) -> list[Path]:
+        paths = [folder / "evaluation.md", folder / "evaluation.csv", folder / "evaluation.json"]
+        for path, text in zip(paths, (self.markdown(), self.csv(), json.dumps(self.to_dict(), indent=2))):
+            path.write_text(text, encoding="utf-8")
+        return paths
+
+    def _metrics(self) -> list[str]:
+        return [m for m in METRICS if any(m in row.estimates for row in self.rows)]
+
+
+def summarise(rows: list[dict[str, Any]], methods: Sequence[str], reference: str | None = None) -> Report:
+    """The report of a batch table's rows (`glimpse.batch.read_table(...).to_pylist()`)."""
+    reference = reference or methods[0]
+    if reference not in methods:
+        raise GlimpseError(f"the reference method {reference!r} is not among the methods {', '.join(methods)}")
+    ids = sorted({row["id"] for row in rows})
+    scores = {method: _scores(rows, method, ids) for method in methods}
+    report = []
+    for method in methods:
+        done = sum(1 for r in rows if r["method"] == method and r["status"] == "done")
+        failed = sum(1 for r in rows if r["method"] == method and r["status"] == "failed")
+        entry = MethodScores(method, done, failed)
+        for metric, values in scores[method].items():
+            if not np.isfinite(values).any():
+                continue
+            entry.estimates[metric] = bootstrap_mean(values)
+            paired = np.isfinite(values) & np.isfinite(scores[reference][metric])
+            if method != reference and paired.sum() >= 2:
+                entry.p_values[metric] = paired_bootstrap(values, scores[reference][metric])
+        report.append(entry)
+    return Report(report, reference)
+
+
+def _scores(rows: list[dict[str, Any]], method: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """metric -> [item] scores in `ids` order (NaN where missing or failed)."""
+    index = {item: i for i, item in enumerate(ids)}
+    out = {metric: np.full(len(ids), np.nan) for metric in METRICS}
+    for row in rows:
+        if row["method"] != method or row["status"] != "done":
+            continue
+        for metric in METRICS:
+            if row.get(metric) is not None:
+                out[metric][index[row["id"]]] = float(row[metric])
+    return out
+
+
+def evaluate(input: str | Path, out: str | Path, *, methods: Sequence[str] = ("glimpse",),
+             reference: str | None = None, **batch_options: Any) -> Report:
+    """Explain every item of `input` (any batch input) with `methods` into OUT/batch (resumable),
+    then write OUT/evaluation.{md,csv,json}. `batch_options` go to `glimpse.batch.run`."""
+    from ..batch import read_table, run
+
+    folder = Path(out)
+    run(input, folder / "batch", methods=methods, **batch_options)
+    report = summarise(read_table(folder / "batch").to_pylist(), list(methods), reference)
+    report.write(folder)
+    return report
