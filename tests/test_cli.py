@@ -217,5 +217,9 @@ def test_evaluate_command_prints_the_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "| glimpse | 2 |" in result.stdout and "| raw_attention | 2 |" in result.stdout
     assert (tmp_path / "ev" / "data" / "items.jsonl").is_file() and (tmp_path / "ev" / "evaluation.csv").is_file()
+    ablation = run("evaluate", "--dataset", "toy", "--limit", "1", "--methods", "glimpse", "--ablation", "--out",
+                   str(tmp_path / "ab"), cwd=tmp_path)
+    assert ablation.returncode == 0, ablation.stderr
+    assert "| glimpse:depth_lambda=0 | 1 |" in ablation.stdout and "| glimpse:layer_fraction=0.6 | 1 |" in ablation.stdout
     refused = run("evaluate", "--dataset", "vqa", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert refused.returncode == 2 and "--dataset must be toy or items" in refused.stderr

@@ -210,36 +210,23 @@ def batch(
     """Explain every item of a dataset with one or more methods: results.parquet, one record and
     safetensors file per item and method, resumable (docs/batch-format.md). Exit status 1 when some
     item failed (its error is in the table), 130 when stopped by Ctrl-C."""
-    from tqdm import tqdm
-
     from .batch import run
     from .batch.items import parse_shard
     from .methods import parse_options
 
-    bar = None
-
-    def progress(finished: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, unit="item", desc="explaining", file=sys.stderr, dynamic_ncols=True)
-        bar.update(finished - bar.n)
-
     try:
-        names = [name.strip() for name in methods.split(",") if name.strip()]
-        quiet_transformers()
-        summary = run(input, out, model=model, methods=names, options=parse_options(option),
-                      shard=parse_shard(shard) if shard else None, engine=engine, workers=workers,
-                      retry_failed=retry_failed, force=force, figures=figures, device=device, dtype=dtype,
-                      revision=revision, trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens,
-                      max_answer_tokens=max_answer_tokens, limit=limit, progress=progress)
+        with progress_bar() as progress:
+            quiet_transformers()
+            summary = run(input, out, model=model, methods=split_names(methods), options=parse_options(option),
+                          shard=parse_shard(shard) if shard else None, engine=engine, workers=workers,
+                          retry_failed=retry_failed, force=force, figures=figures, device=device, dtype=dtype,
+                          revision=revision, trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens,
+                          max_answer_tokens=max_answer_tokens, limit=limit, progress=progress)
     except GlimpseError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         typer.echo(f"stopped; finished items are kept. Resume with: {resume_command()}", err=True)
         raise typer.Exit(130) from None
-    finally:
-        if bar is not None:
-            bar.close()
     for line in summary.warnings:
         typer.echo(f"warning: {line}", err=True)
     typer.echo(summary.line())
@@ -261,6 +248,8 @@ def evaluate(
     root: Optional[Path] = typer.Option(None, help="The batch input, for --dataset items."),
     methods: str = typer.Option("glimpse,raw_attention,rollout", help="Comma-separated methods to compare."),
     reference: Optional[str] = typer.Option(None, help="The method the others are tested against. Default: the first."),
+    ablation: bool = typer.Option(False, help="Add GLIMPSE's ablation variants: no depth prior, no head weighting, each "
+                                             "token weighting, layer_fraction 0.6 (docs/evaluation.md)."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (toy: N scenes; default 200)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder. Default: the shipped model."),
     option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
@@ -270,18 +259,22 @@ def evaluate(
     """Score methods on a dataset: each metric's mean with a bootstrap 95% interval, answer accuracy,
     and a paired test against the reference method; writes evaluation.md, .csv and .json (and the
     per-item records in OUT/batch)."""
+    from .eval.evaluate import ABLATION
     from .eval.evaluate import evaluate as run_evaluation
     from .methods import parse_options
 
     try:
         source = evaluation_input(dataset, root, out, limit)
         quiet_transformers()
-        with shown_as_lines():
-            report = run_evaluation(source, out, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                                    reference=reference, model=model, options=parse_options(option), device=device,
-                                    limit=limit)
+        with shown_as_lines(), progress_bar() as progress:
+            names = split_names(methods) + (list(ABLATION) if ablation else [])
+            report = run_evaluation(source, out, methods=names, reference=reference, model=model,
+                                    options=parse_options(option), device=device, limit=limit, progress=progress)
     except GlimpseError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped; finished items are kept. Resume with: {resume_command()}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(report.markdown())
     typer.echo(f"wrote {out}/evaluation.md, evaluation.csv, evaluation.json; per-item records in {out}/batch")
 
@@ -303,6 +296,29 @@ def evaluation_input(dataset: str, root: Optional[Path], out: Path, limit: Optio
 
 
 TOY_SCENES = 200
+
+
+@contextmanager
+def progress_bar() -> Iterator:
+    """A `progress(finished, total)` callback drawing a bar with rate and ETA on stderr (from the first call)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def progress(finished: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="item", desc="explaining", file=sys.stderr, dynamic_ncols=True)
+        bar.update(finished - bar.n)
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def split_names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def resume_command() -> str:

@@ -129,9 +129,13 @@ def test_ground_truth_that_does_not_fit_is_a_note_not_a_failure(tmp_path):
 
 
 def test_options_go_to_the_methods_that_take_them():
-    methods = dict(resolve_methods(["glimpse", "rollout"], {"exclude_sinks": True, "glimpse.layer_fraction": 0.5}))
-    assert methods["glimpse"]["exclude_sinks"] and methods["rollout"]["exclude_sinks"]
-    assert methods["glimpse"]["layer_fraction"] == 0.5 and "layer_fraction" not in methods["rollout"]
+    resolved = resolve_methods(["glimpse", "rollout", "glimpse:layer_fraction=0.25:exclude_sinks=false"],
+                               {"exclude_sinks": True, "glimpse.layer_fraction": 0.5})
+    methods = {label: (name, params) for label, name, params in resolved}
+    assert methods["glimpse"][1]["exclude_sinks"] and methods["rollout"][1]["exclude_sinks"]
+    assert methods["glimpse"][1]["layer_fraction"] == 0.5 and "layer_fraction" not in methods["rollout"][1]
+    variant = methods["glimpse:layer_fraction=0.25:exclude_sinks=false"]
+    assert variant[0] == "glimpse" and variant[1]["layer_fraction"] == 0.25 and not variant[1]["exclude_sinks"]
     for methods, options, message in ((["glimpse"], {"bogus": 1}, "takes the option 'bogus'"),
                                       (["glimpse"], {"rollout.exclude_sinks": True}, "does not use"),
                                       (["rollout"], {"rollout.layer_fraction": 0.5}, "takes the option"),
@@ -140,6 +144,21 @@ def test_options_go_to_the_methods_that_take_them():
             resolve_methods(methods, options)
     with pytest.raises(glimpse.MethodError, match="unknown|no method"):
         resolve_methods(["nonsense"], {})
+    with pytest.raises(glimpse.OptionError):
+        resolve_methods(["glimpse:bogus=1"], {})
+
+
+def test_variants_of_one_method_are_rows_of_their_own(tmp_path):
+    write_scenes(tmp_path / "in", 2)
+    variant = "glimpse:token_weighting=uniform"
+    run(tmp_path / "in" / "items.jsonl", tmp_path / "out", methods=["glimpse", variant], max_answer_tokens=3)
+    rows = read_table(tmp_path / "out").to_pylist()
+    assert [r["method"] for r in rows] == ["glimpse", variant] * 2
+    assert json.loads(rows[1]["options"])["token_weighting"] == "uniform"
+    np.testing.assert_allclose(rows[1]["token_weights"], np.full(len(rows[1]["token_weights"]), 1 / 3), rtol=1e-5)
+    files = sorted(p.name for p in (tmp_path / "out" / rows[1]["arrays"]).parent.iterdir())
+    assert all(":" not in name and "=" not in name for name in files) and len(files) == 4
+    assert load_explanation(tmp_path / "out", "scene-0", variant).params["token_weighting"] == "uniform"
 
 
 @pytest.fixture

@@ -85,8 +85,8 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
     dtype_name = str(resolve_dtype(dtype, device)).removeprefix("torch.")
     manifest = {"schema": "glimpse.batch", "schema_version": 1,
                 "model": str(local.resolve()) if local.exists() else source, "revision": revision, "dtype": dtype_name,
-                "methods": [name for name, _ in settings.methods],
-                "options": {name: params for name, params in settings.methods},
+                "methods": [label for label, _, _ in settings.methods],
+                "options": {label: params for label, _, params in settings.methods},
                 "max_new_tokens": max_new_tokens, "max_answer_tokens": max_answer_tokens,
                 "glimpse_version": __version__, "input": str(Path(input).resolve()), "input_checksum": checksum(input)}
     store = Store(out)
@@ -115,29 +115,33 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
     return summary
 
 
-def resolve_methods(methods: Sequence[str], options: dict[str, Any]) -> tuple[tuple[str, dict[str, Any]], ...]:
-    """(method, all its options) for each method, `options` applied where declared; an option no
-    method takes, or a method named twice, is an OptionError."""
-    from ..methods import get_method, method_class
+def resolve_methods(methods: Sequence[str], options: dict[str, Any]) -> tuple[tuple[str, str, dict[str, Any]], ...]:
+    """(label, method, all its options) for each entry of `methods`: a method's name, or a variant
+    METHOD:KEY=VALUE[:KEY=VALUE...] (its label is the whole entry). `options` apply to every entry
+    whose method takes them ("key") or to one method's entries ("method.key"); an entry's own
+    options win. An option nothing takes, or an entry named twice, is an OptionError."""
+    from ..methods import get_method, method_class, parse_variant
 
-    names = list(methods)
-    if not names:
+    entries = [entry.strip() for entry in methods]
+    if not entries:
         raise OptionError("give at least one method")
-    if len(set(names)) != len(names):
-        raise OptionError(f"a method is named twice in {', '.join(names)}")
+    if len(set(entries)) != len(entries):
+        raise OptionError(f"a method is named twice in {', '.join(entries)}")
+    variants = [(entry, *parse_variant(entry)) for entry in entries]
+    names = sorted({name for _, name, _ in variants})
     declared = {name: method_class(name).options for name in names}
-    chosen: dict[str, dict[str, Any]] = {name: {} for name in names}
+    shared: dict[str, dict[str, Any]] = {name: {} for name in names}
     for key, value in options.items():
         method, _, option = key.rpartition(".")
-        targets = [method] if method else [name for name in names if option in declared[name]]
         if method and method not in declared:
             raise OptionError(f"option {key!r} names method {method!r}, which this run does not use ({', '.join(names)})")
+        targets = [method] if method else [name for name in names if option in declared[name]]
         if not targets or option not in declared[targets[0]]:
             raise OptionError(f"no method of this run ({', '.join(names)}) takes the option {option!r} "
                               "(see `glimpse methods`)")
         for target in targets:
-            chosen[target][option] = value
-    return tuple((name, get_method(name, **chosen[name]).params()) for name in names)
+            shared[target][option] = value
+    return tuple((label, name, get_method(name, **{**shared[name], **own}).params()) for label, name, own in variants)
 
 
 def pending_work(store: Store, items: list[Item], settings: Settings, retry_failed: bool) -> list[tuple[Item, list[str]]]:
@@ -145,7 +149,7 @@ def pending_work(store: Store, items: list[Item], settings: Settings, retry_fail
     `retry_failed` (then only those)."""
     pending = []
     for item in items:
-        records = {name: store.record(item.id, name) for name, _ in settings.methods}
+        records = {label: store.record(item.id, label) for label, _, _ in settings.methods}
         if retry_failed:
             todo = [name for name, record in records.items() if record is not None and record["status"] == "failed"]
         else:

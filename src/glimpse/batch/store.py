@@ -46,6 +46,12 @@ def item_key(item_id: str) -> str:
     return f"{slug}-{digest}" if slug else digest
 
 
+def method_file(label: str) -> str:
+    """The file stem of a method's records: its name, or for a variant (glimpse:layer_fraction=0.6)
+    a name made safe as item ids are."""
+    return label if re.fullmatch(r"[A-Za-z0-9_]+", label) else item_key(label)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """`data` into `path` so that `path` holds either its old content or all of `data`, whatever happens."""
     temporary = path.with_name(f"{path.name}{TEMPORARY}{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -103,7 +109,7 @@ class Store:
         return folder
 
     def record_path(self, item_id: str, method: str) -> Path:
-        return self.folder / ITEMS / item_key(item_id) / f"{method}.json"
+        return self.folder / ITEMS / item_key(item_id) / f"{method_file(method)}.json"
 
     def record(self, item_id: str, method: str) -> dict[str, Any] | None:
         path = self.record_path(item_id, method)
@@ -116,7 +122,7 @@ class Store:
             leftover.unlink(missing_ok=True)
         for name, data in files.items():
             write_atomic(folder / name, data)
-        write_atomic(folder / f"{method}.json", json.dumps(record, indent=1).encode())
+        write_atomic(self.record_path(item_id, method), json.dumps(record, indent=1).encode())
 
     def records(self) -> list[dict[str, Any]]:
         found = [_read_record(path) for path in sorted((self.folder / ITEMS).glob("*/*.json"))]

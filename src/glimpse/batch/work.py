@@ -21,15 +21,15 @@ from ..errors import GlimpseError, GlimpseWarning
 from ..eval.metrics import box_mask
 from ..images import load_image
 from .items import Item
-from .store import ITEMS, METRICS, Store, item_key
+from .store import ITEMS, METRICS, Store, item_key, method_file
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What every item of a run is explained with: (method, all its options) pairs, the answer
-    limits, and whether to draw each item's overlay and report."""
+    """What every item of a run is explained with: (label, method, all its options) for each
+    method or variant, the answer limits, and whether to draw each item's overlay and report."""
 
-    methods: tuple[tuple[str, dict[str, Any]], ...]
+    methods: tuple[tuple[str, str, dict[str, Any]], ...]
     max_new_tokens: int = 32
     max_answer_tokens: int | None = None
     figures: bool = False
@@ -37,14 +37,15 @@ class Settings:
 
 def explain_item(model: Any, processor: Any, item: Item, settings: Settings, store: Store,
                  methods: list[str] | None = None) -> list[dict[str, Any]]:
-    """Explain `item` with each method of `settings` (or only `methods`), write each record, return them."""
+    """Explain `item` with each method of `settings` (or only those labelled in `methods`), write
+    each record, return them."""
     import glimpse
 
     records = []
-    for name, options in settings.methods:
-        if methods is not None and name not in methods:
+    for label, name, options in settings.methods:
+        if methods is not None and label not in methods:
             continue
-        base = {"ordinal": item.ordinal, "id": item.id, "method": name, "question": item.question,
+        base = {"ordinal": item.ordinal, "id": item.id, "method": label, "question": item.question,
                 "expected_answer": item.expected_answer,
                 "images": item.image_sources(), "options": json.dumps(options, sort_keys=True)}
         try:
@@ -57,11 +58,11 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
         except Exception as exc:  # recorded, and the run goes on (KeyboardInterrupt is not an Exception)
             record = {**base, "status": "failed", "error": error_text(exc),
                       "traceback": None if isinstance(exc, GlimpseError) else traceback.format_exc()}
-            store.write(item.id, name, record, {})
+            store.write(item.id, label, record, {})
             records.append(record)
             continue
-        record, files = _done(item, name, explanation, base, settings.figures)
-        store.write(item.id, name, record, files)
+        record, files = _done(item, label, explanation, base, settings.figures)
+        store.write(item.id, label, record, files)
         records.append(record)
     return records
 
@@ -76,15 +77,16 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _done(item: Item, name: str, explanation: Any, base: dict[str, Any],
+def _done(item: Item, label: str, explanation: Any, base: dict[str, Any],
           figures: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
     notes = list(explanation.notes)
     metrics = ground_truth_metrics(item, explanation, notes)
-    arrays = f"{ITEMS}/{item_key(item.id)}/{name}.safetensors"
-    files = {f"{name}.safetensors": safetensors_bytes(explanation.arrays())}
+    stem = method_file(label)
+    arrays = f"{ITEMS}/{item_key(item.id)}/{stem}.safetensors"
+    files = {f"{stem}.safetensors": safetensors_bytes(explanation.arrays())}
     if figures:
-        files[f"{name}.png"] = _png(explanation.to_png())
-        files[f"{name}.html"] = explanation.to_html().encode()
+        files[f"{stem}.png"] = _png(explanation.to_png())
+        files[f"{stem}.html"] = explanation.to_html().encode()
     cost = explanation.cost
     peak = cost.get("peak_memory_bytes")
     record = {**base, "status": "done", "error": None, "answer": explanation.answer,

@@ -24,6 +24,11 @@ from .stats import Estimate, bootstrap_mean, paired_bootstrap
 # Table column -> its name in the report; scored per item by the batch run where the ground truth allows.
 METRICS = {"correct": "accuracy", "pointing_game": "pointing game", "energy_in_mask": "energy in mask",
            "nss": "NSS", "cc": "CC", "kl_div": "KL", "sim": "SIM", "auc_judd": "AUC-Judd"}
+# GLIMPSE's ablations, as variants (docs/evaluation.md): no depth prior (uniform over layers), no head
+# weighting (head_lambda so large that the head softmax is uniform to 1e-9), each token weighting, and the
+# paper's layer_fraction 0.6.
+ABLATION = ("glimpse:depth_lambda=0", "glimpse:head_lambda=1e9", "glimpse:token_weighting=confidence",
+            "glimpse:token_weighting=prompt", "glimpse:token_weighting=uniform", "glimpse:layer_fraction=0.6")
 TEST = "paired bootstrap (two-sided, 10,000 resamples of the items both methods scored)"
 
 

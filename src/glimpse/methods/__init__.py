@@ -95,9 +95,15 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def parse_variant(entry: str) -> tuple[str, dict[str, Any]]:
+    """A METHOD or METHOD:KEY=VALUE[:KEY=VALUE...] entry as (method name, its options as given)."""
+    name, *pairs = entry.strip().split(":")
+    return name.strip(), parse_options(pairs)
+
+
 for _method in (Glimpse, GlimpseFast, RawAttention, Rollout, GradCamAttention, AttentionGuidedCam, GenericAttention,
                 TokenActivationMap, InputGradient, IntegratedGradients, Occlusion):
     register_method(_method)
 
 __all__ = ["AttentionMethod", "Method", "MethodResult", "get_method", "list_methods", "method_class",
-           "option_defaults", "parse_options", "register_method", "unregister_method"]
+           "option_defaults", "parse_options", "parse_variant", "register_method", "unregister_method"]

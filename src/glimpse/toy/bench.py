@@ -62,12 +62,11 @@ def localisation_scenes(n: int, asked: int | None = None) -> int:
 def parse_variants(spec: str) -> dict[str, dict[str, Any]]:
     """Comma-separated METHOD or METHOD:KEY=VALUE[:KEY=VALUE...] entries as keyword arguments of
     `glimpse.explain` per entry; every name and option is checked now, before anything slow."""
-    from ..methods import get_method, parse_options
+    from ..methods import get_method, parse_variant
 
     variants = {}
     for entry in (part.strip() for part in spec.split(",") if part.strip()):
-        name, *pairs = entry.split(":")
-        options = parse_options(pairs)
+        name, options = parse_variant(entry)
         get_method(name, **options)
         variants[entry] = {"method": name, **options}
     if not variants:
