@@ -223,3 +223,15 @@ def test_evaluate_command_prints_the_table(tmp_path):
     assert "| glimpse:depth_lambda=0 | 1 |" in ablation.stdout and "| glimpse:layer_fraction=0.6 | 1 |" in ablation.stdout
     refused = run("evaluate", "--dataset", "vqa", "--out", str(tmp_path / "x"), cwd=tmp_path)
     assert refused.returncode == 2 and "--dataset must be toy or items" in refused.stderr
+
+
+def test_toy_scenes_writes_a_batch_input_that_batch_reads(tmp_path):
+    from glimpse.batch import read_items
+
+    result = run("toy", "scenes", "--n", "3", "--out", str(tmp_path / "scenes"), cwd=tmp_path)
+    assert result.returncode == 0 and "3 scenes" in result.stdout
+    items = read_items(tmp_path / "scenes" / "items.jsonl")
+    assert [i.id for i in items] == ["scene-0", "scene-1", "scene-2"]
+    assert all(i.mask.is_file() and i.images[0].is_file() and i.expected_answer for i in items)
+    again = run("toy", "scenes", "--n", "3", "--out", str(tmp_path / "scenes"), cwd=tmp_path)
+    assert again.returncode == 2 and "already holds files" in again.stderr
