@@ -250,6 +250,9 @@ def evaluate(
     reference: Optional[str] = typer.Option(None, help="The method the others are tested against. Default: the first."),
     ablation: bool = typer.Option(False, help="Add GLIMPSE's ablation variants: no depth prior, no head weighting, each "
                                              "token weighting, layer_fraction 0.6 (docs/evaluation.md)."),
+    faithfulness: Optional[str] = typer.Option(None, metavar="BASELINE",
+                                               help="Also score deletion and insertion curves, removed pixels becoming "
+                                                    "BASELINE: mean (the image's mean colour) or blur."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (toy: N scenes; default 200)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder. Default: the shipped model."),
     option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
@@ -269,7 +272,8 @@ def evaluate(
         with shown_as_lines(), progress_bar() as progress:
             names = split_names(methods) + (list(ABLATION) if ablation else [])
             report = run_evaluation(source, out, methods=names, reference=reference, model=model,
-                                    options=parse_options(option), device=device, limit=limit, progress=progress)
+                                    options=parse_options(option), device=device, limit=limit, progress=progress,
+                                    faithfulness=None if faithfulness is None else {"baseline": faithfulness})
     except GlimpseError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -48,3 +48,23 @@ def test_evaluate_on_toy_scenes_writes_the_three_files_and_resumes(tmp_path):
     assert (tmp_path / "eval" / "evaluation.md").read_text() == report.markdown()
     again = evaluate(items, tmp_path / "eval", methods=["glimpse", "rollout"], max_answer_tokens=2)
     assert again.markdown() == report.markdown()  # every item was skipped: the same records, the same table
+
+
+def test_faithfulness_scores_are_kept_per_item_and_read_back(tmp_path):
+    import glimpse
+    from glimpse.batch import load_explanation
+    from glimpse.eval.faithfulness import faithfulness_curve
+    from glimpse.toy.scenes import write_scenes
+
+    items = write_scenes(tmp_path / "data", 2, 9)
+    options = {"baseline": "mean", "step": 0.5, "random_orders": 1}
+    report = evaluate(items, tmp_path / "eval", methods=["glimpse"], faithfulness=options, max_answer_tokens=2)
+    estimate = report.rows[0].estimates["deletion_auc"]
+    loaded = glimpse.load(None, device="cpu")
+    aucs = [faithfulness_curve(loaded.model, loaded.processor, load_explanation(tmp_path / "eval" / "batch", f"scene-{i}",
+                                                                               "glimpse"), "deletion", **options).auc
+            for i in range(2)]
+    assert estimate.n == 2 and estimate.mean == pytest.approx(np.mean(aucs), abs=1e-5)
+    assert len(list((tmp_path / "eval" / "faithfulness").glob("*/glimpse.json"))) == 2
+    again = evaluate(items, tmp_path / "eval", methods=["glimpse"], faithfulness=options, max_answer_tokens=2)
+    assert again.rows[0].estimates["insertion_auc"] == report.rows[0].estimates["insertion_auc"]

@@ -23,7 +23,9 @@ from .stats import Estimate, bootstrap_mean, paired_bootstrap
 
 # Table column -> its name in the report; scored per item by the batch run where the ground truth allows.
 METRICS = {"correct": "accuracy", "pointing_game": "pointing game", "energy_in_mask": "energy in mask",
-           "nss": "NSS", "cc": "CC", "kl_div": "KL", "sim": "SIM", "auc_judd": "AUC-Judd"}
+           "nss": "NSS", "cc": "CC", "kl_div": "KL", "sim": "SIM", "auc_judd": "AUC-Judd",
+           "deletion_auc": "deletion AUC", "deletion_random_auc": "deletion AUC, random order",
+           "insertion_auc": "insertion AUC", "insertion_random_auc": "insertion AUC, random order"}
 # GLIMPSE's ablations, as variants (docs/evaluation.md): no depth prior (uniform over layers), no head
 # weighting (head_lambda so large that the head softmax is uniform to 1e-9), each token weighting, and the
 # paper's layer_fraction 0.6.
@@ -128,13 +130,46 @@ def _scores(rows: list[dict[str, Any]], method: str, ids: list[str]) -> dict[str
 
 
 def evaluate(input: str | Path, out: str | Path, *, methods: Sequence[str] = ("glimpse",),
-             reference: str | None = None, **batch_options: Any) -> Report:
+             reference: str | None = None, faithfulness: dict[str, Any] | None = None,
+             **batch_options: Any) -> Report:
     """Explain every item of `input` (any batch input) with `methods` into OUT/batch (resumable),
-    then write OUT/evaluation.{md,csv,json}. `batch_options` go to `glimpse.batch.run`."""
+    then write OUT/evaluation.{md,csv,json}. `batch_options` go to `glimpse.batch.run`. With
+    `faithfulness` (options of `faithfulness.faithfulness_curve`, e.g. {"baseline": "mean"}), every
+    explanation's deletion and insertion curves are scored too (kept in OUT/faithfulness)."""
     from ..batch import read_table, run
 
     folder = Path(out)
     run(input, folder / "batch", methods=methods, **batch_options)
-    report = summarise(read_table(folder / "batch").to_pylist(), list(methods), reference)
+    rows = read_table(folder / "batch").to_pylist()
+    if faithfulness is not None:
+        add_faithfulness(folder, rows, faithfulness, batch_options.get("model"), batch_options.get("device", "auto"))
+    report = summarise(rows, list(methods), reference)
     report.write(folder)
     return report
+
+
+def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str, Any], model: str | None,
+                     device: str) -> None:
+    """Each done row's deletion and insertion AUCs (and their random-order baselines), computed once
+    and kept in OUT/faithfulness/<item>/<method>.json, so that a rerun reads them back."""
+    import glimpse
+
+    from ..batch import load_explanation
+    from ..batch.store import item_key, method_file, write_atomic
+    from .faithfulness import faithfulness_curve
+
+    loaded = None
+    for row in rows:
+        if row["status"] != "done":
+            continue
+        path = folder / "faithfulness" / item_key(row["id"]) / f"{method_file(row['method'])}.json"
+        if not path.is_file():
+            loaded = loaded or glimpse.load(model, device=device)
+            explanation = load_explanation(folder / "batch", row["id"], row["method"])
+            scores = {}
+            for kind in ("deletion", "insertion"):
+                curve = faithfulness_curve(loaded.model, loaded.processor, explanation, kind, **options)
+                scores.update({f"{kind}_auc": curve.auc, f"{kind}_random_auc": curve.random_auc})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, json.dumps({"options": options, **scores}).encode())
+        row.update({k: v for k, v in json.loads(path.read_text()).items() if k in METRICS})
