@@ -447,6 +447,40 @@ def toy_bench(
         fail(str(exc))
 
 
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyses of explanations: an HTML report and JSON each.")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("tokens")
+def analyze_tokens(
+    explanation: Optional[Path] = typer.Argument(None, help="A saved explanation's folder (glimpse explain --out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for tokens.html and tokens.json."),
+    batch: Optional[Path] = typer.Option(None, help="Or a batch folder, with --id and --method."),
+    item: Optional[str] = typer.Option(None, "--id", help="The item of --batch."),
+    method: str = typer.Option("glimpse", help="The method of --batch."),
+) -> None:
+    """Token dynamics: each answer token's visual and prompt relevance and weight (a plot), its own map
+    (a filmstrip), and a table."""
+    from .analysis import write_tokens_report
+    from .explanation import Explanation
+
+    try:
+        if (explanation is None) == (batch is None):
+            fail("give an explanation folder, or --batch with --id")
+        if batch is not None:
+            from .batch import load_explanation
+
+            if item is None:
+                fail("--batch needs --id: the item to analyse")
+            loaded = load_explanation(batch, item, method)
+        else:
+            loaded = Explanation.load(explanation)
+        paths = write_tokens_report(loaded, out)
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+
+
 @app.command()
 def methods() -> None:
     """List the explanation methods: what each does, its paper, what it explains, and its options

@@ -36,9 +36,10 @@ def overlay(explanation: Explanation, image: int = 0, token: int | None = None) 
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
 
-def _data_uri(picture: Image.Image, fmt: str = "JPEG") -> str:
+def data_uri(picture: Image.Image, fmt: str = "JPEG", side: int = REPORT_SIDE) -> str:
+    """The picture (shrunk to at most `side` pixels a side) as a data: URI for a standalone HTML page."""
     picture = picture.copy()
-    picture.thumbnail((REPORT_SIDE, REPORT_SIDE))
+    picture.thumbnail((side, side))
     buffer = io.BytesIO()
     picture.save(buffer, format=fmt, quality=88)
     mime = "image/jpeg" if fmt == "JPEG" else "image/png"
@@ -88,7 +89,7 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
     method's own section only where it has one) and the notes on fallbacks taken."""
     e = explanation
     n_images, n_tokens = len(e.images), len(e.answer_tokens)
-    pictures = [[_data_uri(overlay(e, i))] + [_data_uri(overlay(e, i, t)) for t in range(n_tokens)]
+    pictures = [[data_uri(overlay(e, i))] + [data_uri(overlay(e, i, t)) for t in range(n_tokens)]
                 for i in range(n_images)]
     words = [_unit(e.prompt_word_scores)] + [_unit(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
     rank = _unit(np.clip(e.ranking, 0, None))

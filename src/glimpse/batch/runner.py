@@ -22,7 +22,7 @@ from typing import Any
 from .. import __version__
 from ..errors import BatchError, OptionError
 from .items import Item, checksum, in_shard, read_items
-from .store import Store
+from .store import MANIFEST, Store
 from .work import Settings
 
 ENGINES = ("local", "ray")
@@ -219,8 +219,9 @@ def load_explanation(out: str | Path, item_id: str, method: str, images: list[An
     from ..explanation import Explanation
     from ..images import load_image
 
-    store = Store(out)
-    record = store.record(item_id, method)
+    if not (Path(out) / MANIFEST).is_file():
+        raise BatchError(f"{out} is not a batch folder (no {MANIFEST} in it)")
+    record = Store(out).record(item_id, method)
     if record is None or record["status"] != "done":
         state = "no record" if record is None else f"a failed record ({record['error']})"
         raise BatchError(f"{out} holds {state} for item {item_id!r} and method {method!r}")
