@@ -384,6 +384,33 @@ def toy_scenes(
     typer.echo(f"wrote {write_scenes(out, n, seed)} ({n} scenes with evidence masks)")
 
 
+@toy_app.command("hallucination")
+def toy_hallucination(
+    n: int = typer.Option(60, min=1, help="Held-out scenes; each gives a question about a present and an absent shape."),
+    method: str = typer.Option("glimpse", help="The method whose maps give the grounding score."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),
+) -> None:
+    """Does the grounding score tell hallucinated colour words (asked about an absent shape) from
+    grounded ones? Prints the AUROC with its bootstrap 95% interval."""
+    import glimpse
+
+    from .toy.bench import HELDOUT_SEED
+    from .toy.hallucination import questions, validate
+
+    try:
+        quiet_transformers()
+        loaded = glimpse.load(model, device="cpu")
+        with progress_bar() as progress:
+            total = len(questions(n, HELDOUT_SEED))
+            result = validate(loaded.model, loaded.processor, n, HELDOUT_SEED, method,
+                              progress=lambda done: progress(done, total))
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(f"{method}: AUROC {result['auroc']:.3f} [{result['low']:.3f}, {result['high']:.3f}] "
+               f"(grounded above hallucinated; {result['grounded']} grounded, {result['hallucinated']} hallucinated "
+               f"colour words, {result['no_colour_named']} answers without a colour; {n} held-out scenes)")
+
+
 @toy_app.command("bench")
 def toy_bench(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder. Default: the shipped model."),
@@ -476,6 +503,24 @@ def analyze_tokens(
         else:
             loaded = Explanation.load(explanation)
         paths = write_tokens_report(loaded, out)
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+
+
+@analyze_app.command("hallucination")
+def analyze_hallucination(
+    explanation: Path = typer.Argument(..., help="A saved explanation's folder (glimpse explain --out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for hallucination.html and hallucination.json."),
+    threshold: float = typer.Option(0.5, help="Flag answer tokens whose relative visual relevance is below this."),
+) -> None:
+    """How well each answer word is grounded in the image: its relative visual relevance and the
+    concentration of its map; weakly grounded words flagged."""
+    from .analysis.hallucination import write_hallucination_report
+    from .explanation import Explanation
+
+    try:
+        paths = write_hallucination_report(Explanation.load(explanation), out, threshold=threshold)
     except GlimpseError as exc:
         fail(str(exc))
     typer.echo(f"wrote {paths[0]} and {paths[1]}")
