@@ -526,6 +526,24 @@ def analyze_hallucination(
     typer.echo(f"wrote {paths[0]} and {paths[1]}")
 
 
+@analyze_app.command("misalignment")
+def analyze_misalignment(
+    batch: Path = typer.Argument(..., help="A batch folder whose items have a mask or box (and optionally objects)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for misalignment.html and misalignment.json."),
+    method: str = typer.Option("glimpse", help="The method whose maps are classified."),
+    worst: int = typer.Option(12, min=1, help="How many of the least aligned items the gallery shows."),
+) -> None:
+    """Where each map peaks against the evidence (aligned, right object but diffuse, another object,
+    background): the counts, and the least aligned items as a gallery."""
+    from .analysis.misalignment import write_misalignment_report
+
+    try:
+        paths = write_misalignment_report(batch, out, method, worst)
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+
+
 @app.command()
 def methods() -> None:
     """List the explanation methods: what each does, its paper, what it explains, and its options

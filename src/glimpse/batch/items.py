@@ -6,9 +6,11 @@ image's path naming the row), one image (`image`: a path) or several (`images`: 
 of paths), a `question`, and optionally an `answer` to explain and ground truth on the first image:
 `mask` (a path to an image whose non-zero pixels are the evidence) or `box` ([x0, y0, x1, y1] in
 pixels), and `fixations` (a path to a grey-level image of human fixations: fixated pixels non-zero,
-or fixation counts, or a density); and `expected_answer`, the right answer, for accuracy (the model's
-own answer is explained all the same). Paths are resolved relative to the input file (a folder input: to the folder). A
-malformed row is refused with its line (or row) number before anything runs.
+or fixation counts, or a density); `objects` (a path to a mask of every object in the first image,
+which tells "another object" from background in `glimpse analyze misalignment`); and
+`expected_answer`, the right answer, for accuracy (the model's own answer is explained all the
+same). Paths are resolved relative to the input file (a folder input: to the folder). A malformed
+row is refused with its line (or row) number before anything runs.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Item:
     mask: Path | None = None
     box: tuple[float, float, float, float] | None = None
     fixations: Path | None = None
+    objects: Path | None = None
     expected_answer: str | None = None
     ordinal: int = 0
     where: str = ""
@@ -222,7 +225,7 @@ def _item(row: dict[str, Any], base: Path, ordinal: int, where: str) -> Item:
         return _path(row[name], base, bad) if row.get(name) is not None else None
     return Item(id=str(item_id), images=[_image(x, base, bad) for x in images], question=question,
                 answer=_text(row.get("answer"), "answer", bad), mask=optional_path("mask"), box=_box(row.get("box"), bad),
-                fixations=optional_path("fixations"),
+                fixations=optional_path("fixations"), objects=optional_path("objects"),
                 expected_answer=_text(row.get("expected_answer"), "expected_answer", bad), ordinal=ordinal, where=where)
 
 

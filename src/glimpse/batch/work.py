@@ -46,7 +46,7 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
         if methods is not None and label not in methods:
             continue
         base = {"ordinal": item.ordinal, "id": item.id, "method": label, "question": item.question,
-                "expected_answer": item.expected_answer,
+                "expected_answer": item.expected_answer, "ground_truth": ground_truth(item),
                 "images": item.image_sources(), "options": json.dumps(options, sort_keys=True)}
         try:
             images = [load_image(x) for x in item.images]
@@ -65,6 +65,16 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
         store.write(item.id, label, record, files)
         records.append(record)
     return records
+
+
+def ground_truth(item: Item) -> dict[str, Any]:
+    """The item's ground truth as the record keeps it (paths as text)."""
+    return {"mask": _text_or_none(item.mask), "box": None if item.box is None else list(item.box),
+            "fixations": _text_or_none(item.fixations), "objects": _text_or_none(item.objects)}
+
+
+def _text_or_none(path: Any) -> str | None:
+    return None if path is None else str(path)
 
 
 def same_answer(answer: str, expected: str) -> bool:
