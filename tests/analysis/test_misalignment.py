@@ -55,3 +55,17 @@ def test_the_report_counts_every_item_and_shows_the_worst(tmp_path):
     assert sum(result["counts"].values()) == 4 and set(result["counts"]) == set(CLASSES)
     assert all(item["class"] in CLASSES for item in result["items"])
     assert page.read_text().count("<figure>") == 3
+
+
+def test_records_without_ground_truth_are_refused_clearly(tmp_path):
+    from glimpse.batch.store import Store
+    from glimpse.errors import BatchError
+
+    write_scenes(tmp_path / "in", 1)
+    run(tmp_path / "in" / "items.jsonl", tmp_path / "batch", max_answer_tokens=1)
+    store = Store(tmp_path / "batch")
+    record = store.record("scene-0", "glimpse")
+    del record["ground_truth"]
+    store.write("scene-0", "glimpse", record, {})
+    with pytest.raises(BatchError, match="does not name its ground truth"):
+        write_misalignment_report(tmp_path / "batch", tmp_path / "report")

@@ -95,9 +95,16 @@ highest-scoring image token; "diffuse": on the evidence but with less than {diff
 def _record_truth(out: str | Path, item_id: str, method: str) -> dict[str, Any]:
     from ..batch.store import Store
 
-    return Store(out).record(item_id, method)["ground_truth"]
+    record = Store(out).record(item_id, method)
+    if "ground_truth" not in record:
+        raise BatchError(f"the record of item {item_id!r} in {out} does not name its ground truth (it was made by "
+                         "an earlier glimpse): rerun the batch into a new folder")
+    return record["ground_truth"]
 
 
 def _mask(path: str) -> np.ndarray:
-    with Image.open(path) as picture:
-        return np.asarray(picture.convert("L")) > 0
+    try:
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("L")) > 0
+    except OSError as exc:
+        raise BatchError(f"cannot read the mask {path} ({exc})") from None
