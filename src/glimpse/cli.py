@@ -6,7 +6,7 @@ import inspect
 import json
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -395,15 +395,13 @@ def toy_hallucination(
     import glimpse
 
     from .toy.bench import HELDOUT_SEED
-    from .toy.hallucination import questions, validate
+    from .toy.hallucination import validate
 
     try:
         quiet_transformers()
         loaded = glimpse.load(model, device="cpu")
         with progress_bar() as progress:
-            total = len(questions(n, HELDOUT_SEED))
-            result = validate(loaded.model, loaded.processor, n, HELDOUT_SEED, method,
-                              progress=lambda done: progress(done, total))
+            result = validate(loaded.model, loaded.processor, n, HELDOUT_SEED, method, progress=progress)
     except GlimpseError as exc:
         fail(str(exc))
     typer.echo(f"{method}: AUROC {result['auroc']:.3f} [{result['low']:.3f}, {result['high']:.3f}] "
@@ -489,23 +487,24 @@ def analyze_tokens(
     """Token dynamics: each answer token's visual and prompt relevance and weight (a plot), its own map
     (a filmstrip), and a table."""
     from .analysis import write_tokens_report
+    from .batch import load_explanation
     from .explanation import Explanation
 
-    try:
-        if (explanation is None) == (batch is None):
-            fail("give an explanation folder, or --batch with --id")
-        if batch is not None:
-            from .batch import load_explanation
+    if (explanation is None) == (batch is None):
+        fail("give an explanation folder, or --batch with --id")
+    if batch is not None and item is None:
+        fail("--batch needs --id: the item to analyse")
+    written(lambda: write_tokens_report(Explanation.load(explanation) if batch is None
+                                        else load_explanation(batch, item, method), out))
 
-            if item is None:
-                fail("--batch needs --id: the item to analyse")
-            loaded = load_explanation(batch, item, method)
-        else:
-            loaded = Explanation.load(explanation)
-        paths = write_tokens_report(loaded, out)
+
+def written(write: Callable[[], list[Path]]) -> None:
+    """Run a report's writer and name the files it wrote (or say its error in one line)."""
+    try:
+        paths = write()
     except GlimpseError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+    typer.echo("wrote " + " and ".join(str(p) for p in paths))
 
 
 @analyze_app.command("hallucination")
@@ -519,11 +518,7 @@ def analyze_hallucination(
     from .analysis.hallucination import write_hallucination_report
     from .explanation import Explanation
 
-    try:
-        paths = write_hallucination_report(Explanation.load(explanation), out, threshold=threshold)
-    except GlimpseError as exc:
-        fail(str(exc))
-    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+    written(lambda: write_hallucination_report(Explanation.load(explanation), out, threshold=threshold))
 
 
 @analyze_app.command("misalignment")
@@ -537,11 +532,7 @@ def analyze_misalignment(
     background): the counts, and the least aligned items as a gallery."""
     from .analysis.misalignment import write_misalignment_report
 
-    try:
-        paths = write_misalignment_report(batch, out, method, worst)
-    except GlimpseError as exc:
-        fail(str(exc))
-    typer.echo(f"wrote {paths[0]} and {paths[1]}")
+    written(lambda: write_misalignment_report(batch, out, method, worst))
 
 
 @app.command()

@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import BatchError
-from ..eval.metrics import box_mask, energy_in_mask, token_cells, touches
+from ..eval.metrics import energy_in_mask, token_cells, touches
 from ..explanation import Explanation
 from ..render import data_uri
 
@@ -42,7 +41,9 @@ def classify(explanation: Explanation, evidence: np.ndarray, objects: np.ndarray
 
 def misalignment(out: str | Path, method: str = "glimpse", diffuse: float = DIFFUSE) -> list[dict[str, Any]]:
     """Every done item of batch folder `out` (by `method`) with evidence: id, energy in mask, class."""
-    from ..batch import load_explanation, read_table
+    from ..batch import read_table
+    from ..batch.runner import explanation_of, load_record
+    from ..batch.work import evidence, read_mask
 
     rows = [r for r in read_table(out).to_pylist() if r["method"] == method and r["status"] == "done"
             and r["energy_in_mask"] is not None]
@@ -50,13 +51,15 @@ def misalignment(out: str | Path, method: str = "glimpse", diffuse: float = DIFF
         raise BatchError(f"{out} holds no explanation by {method!r} of an item with a mask or box")
     found = []
     for row in rows:
-        explanation = load_explanation(out, row["id"], method)
-        truth = _record_truth(out, row["id"], method)
-        size = explanation.images[0].size
-        evidence = _mask(truth["mask"]) if truth["mask"] else box_mask(truth["box"], size[1], size[0])
-        objects = _mask(truth["objects"]) if truth.get("objects") else None
+        record = load_record(out, row["id"], method)
+        if "ground_truth" not in record:
+            raise BatchError(f"the record of item {row['id']!r} in {out} does not name its ground truth (it was made "
+                             "by an earlier glimpse): rerun the batch into a new folder")
+        truth, explanation = record["ground_truth"], explanation_of(out, record)
+        evidence_pixels = evidence(truth["mask"], truth["box"], explanation.images[0].size)
+        objects = read_mask(truth["objects"], "objects mask") if truth.get("objects") else None
         found.append({"id": row["id"], "question": row["question"], "answer": row["answer"],
-                      "energy_in_mask": row["energy_in_mask"], "class": classify(explanation, evidence, objects, diffuse),
+                      "energy_in_mask": row["energy_in_mask"], "class": classify(explanation, evidence_pixels, objects, diffuse),
                       "explanation": explanation})
     return found
 
@@ -90,21 +93,3 @@ highest-scoring image token; "diffuse": on the evidence but with less than {diff
                                     "items": [{k: v for k, v in f.items() if k != "explanation"} for f in found]},
                                    indent=2), encoding="utf-8")
     return paths
-
-
-def _record_truth(out: str | Path, item_id: str, method: str) -> dict[str, Any]:
-    from ..batch.store import Store
-
-    record = Store(out).record(item_id, method)
-    if "ground_truth" not in record:
-        raise BatchError(f"the record of item {item_id!r} in {out} does not name its ground truth (it was made by "
-                         "an earlier glimpse): rerun the batch into a new folder")
-    return record["ground_truth"]
-
-
-def _mask(path: str) -> np.ndarray:
-    try:
-        with Image.open(path) as picture:
-            return np.asarray(picture.convert("L")) > 0
-    except OSError as exc:
-        raise BatchError(f"cannot read the mask {path} ({exc})") from None

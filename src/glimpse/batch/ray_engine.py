@@ -17,7 +17,7 @@ from ..errors import BatchError
 from .items import Item
 from .runner import Summary, stop_requested
 from .store import Store
-from .work import Settings, explain_item
+from .work import Settings, any_failed, explain_item
 
 
 class Explainer:
@@ -30,8 +30,7 @@ class Explainer:
         import glimpse
 
         logging.disable_progress_bar()
-        self.loaded = glimpse.load(load["model"], device=load["device"], dtype=load["dtype"],
-                                   revision=load["revision"], trust_remote_code=load["trust_remote_code"])
+        self.loaded = glimpse.load(**load)
         self.settings, self.store, self.pending = settings, Store(out), pending
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -39,7 +38,7 @@ class Explainer:
         for index in batch["index"]:
             item, todo = self.pending[int(index)]
             records = explain_item(self.loaded.model, self.loaded.processor, item, self.settings, self.store, todo)
-            failed.append(any(record["status"] == "failed" for record in records))
+            failed.append(any_failed(records))
         return {"index": list(batch["index"]), "failed": failed}
 
 

@@ -163,16 +163,15 @@ def _run_local(load: dict[str, Any], pending: list[tuple[Item, list[str]]], sett
                summary: Summary, progress: Callable[[int, int], None] | None) -> None:
     import glimpse
 
-    from .work import explain_item
+    from .work import any_failed, explain_item
 
     if not pending:
         return
-    loaded = glimpse.load(load["model"], device=load["device"], dtype=load["dtype"], revision=load["revision"],
-                          trust_remote_code=load["trust_remote_code"])
+    loaded = glimpse.load(**load)
     with stop_requested() as stop:
         for finished, (item, todo) in enumerate(pending, 1):
             records = explain_item(loaded.model, loaded.processor, item, settings, store, todo)
-            summary.add(any(record["status"] == "failed" for record in records))
+            summary.add(any_failed(records))
             if progress is not None:
                 progress(finished, len(pending))
             if stop.is_set():
@@ -211,23 +210,33 @@ def read_table(out: str | Path) -> Any:
     return pq.read_table(path)
 
 
-def load_explanation(out: str | Path, item_id: str, method: str, images: list[Any] | None = None) -> Any:
-    """The Explanation of item `item_id` by `method` from a batch folder, its images read again from
-    the paths the record names (or `images`, for items whose images were held in memory)."""
-    from safetensors.numpy import load_file
-
-    from ..explanation import Explanation
-    from ..images import load_image
-
+def load_record(out: str | Path, item_id: str, method: str) -> dict[str, Any]:
+    """The record of item `item_id` by `method` in a batch folder; a BatchError unless it is done."""
     if not (Path(out) / MANIFEST).is_file():
         raise BatchError(f"{out} is not a batch folder (no {MANIFEST} in it)")
     record = Store(out).record(item_id, method)
     if record is None or record["status"] != "done":
         state = "no record" if record is None else f"a failed record ({record['error']})"
         raise BatchError(f"{out} holds {state} for item {item_id!r} and method {method!r}")
+    return record
+
+
+def load_explanation(out: str | Path, item_id: str, method: str, images: list[Any] | None = None) -> Any:
+    """The Explanation of item `item_id` by `method` from a batch folder, its images read again from
+    the paths the record names (or `images`, for items whose images were held in memory)."""
+    return explanation_of(out, load_record(out, item_id, method), images)
+
+
+def explanation_of(out: str | Path, record: dict[str, Any], images: list[Any] | None = None) -> Any:
+    """The Explanation a done record of batch folder `out` holds (images as in `load_explanation`)."""
+    from safetensors.numpy import load_file
+
+    from ..explanation import Explanation
+    from ..images import load_image
+
     if images is None:
         if any(source.startswith("<in memory") for source in record["images"]):
-            raise BatchError(f"item {item_id!r} had its images in memory (a datasets Image column): pass them as images")
+            raise BatchError(f"item {record['id']!r} had its images in memory (a datasets Image column): "
+                             "pass them as images")
         images = [load_image(path) for path in record["images"]]
     return Explanation.from_document(record["explanation"], load_file(str(Path(out) / record["arrays"])), images)
-

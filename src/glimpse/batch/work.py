@@ -77,6 +77,11 @@ def _text_or_none(path: Any) -> str | None:
     return None if path is None else str(path)
 
 
+def any_failed(records: list[dict[str, Any]]) -> bool:
+    """An item failed when any of its methods did."""
+    return any(record["status"] == "failed" for record in records)
+
+
 def same_answer(answer: str, expected: str) -> bool:
     """Exact match after case folding and collapsing white space."""
     return " ".join(answer.casefold().split()) == " ".join(expected.casefold().split())
@@ -111,15 +116,25 @@ def _done(item: Item, label: str, explanation: Any, base: dict[str, Any],
 
 def evidence_mask(item: Item, size: tuple[int, int]) -> np.ndarray | None:
     """The item's ground truth on its first image ([height, width] bool), from its mask or its box."""
+    return evidence(item.mask, item.box, size)
+
+
+def evidence(mask: Any, box: Any, size: tuple[int, int]) -> np.ndarray | None:
+    """Ground truth on an image of `size` (width, height) from a mask's path or else a box; None without either."""
     width, height = size
-    if item.mask is not None:
-        mask = _grey(item.mask, "mask") > 0
-        if mask.shape != (height, width):
-            raise GlimpseError(f"the mask {item.mask} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
-        return mask
-    if item.box is not None:
-        return box_mask(item.box, height, width)
+    if mask is not None:
+        pixels = read_mask(mask, "mask")
+        if pixels.shape != (height, width):
+            raise GlimpseError(f"the mask {mask} is {pixels.shape[1]}x{pixels.shape[0]}, the image {width}x{height}")
+        return pixels
+    if box is not None:
+        return box_mask(box, height, width)
     return None
+
+
+def read_mask(path: Any, what: str) -> np.ndarray:
+    """The non-zero pixels of a grey-level image (a mask) as bool."""
+    return _grey(path, what) > 0
 
 
 def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict[str, Any]:

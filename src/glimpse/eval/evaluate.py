@@ -163,7 +163,9 @@ def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str
         if row["status"] != "done":
             continue
         path = folder / "faithfulness" / item_key(row["id"]) / f"{method_file(row['method'])}.json"
-        if not path.is_file():
+        if path.is_file():
+            scores = json.loads(path.read_text())
+        else:
             loaded = loaded or glimpse.load(model, device=device)
             explanation = load_explanation(folder / "batch", row["id"], row["method"])
             scores = {}
@@ -172,4 +174,4 @@ def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str
                 scores.update({f"{kind}_auc": curve.auc, f"{kind}_random_auc": curve.random_auc})
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps({"options": options, **scores}).encode())
-        row.update({k: v for k, v in json.loads(path.read_text()).items() if k in METRICS})
+        row.update({k: v for k, v in scores.items() if k in METRICS})

@@ -112,12 +112,12 @@ def _log_likelihoods(model: Any, processor: Any, explanation: Explanation, image
     def encoded(picture: Image.Image) -> dict[str, torch.Tensor]:
         images = [picture if i == image else x for i, x in enumerate(explanation.images)]
         return adapter.with_answer(adapter.encode(images, text), ids)
-    first = encoded(pictures[0])
-    layout = adapter.layout(first, explanation.images, text, explanation.question, len(ids))
-    out = []
+    layout, out = None, []
     with torch.no_grad():
         for start in range(0, len(pictures), batch_size):
             chunk = [encoded(p) for p in pictures[start: start + batch_size]]
+            # Every picture has the original's size, so one layout serves all.
+            layout = layout or adapter.layout(chunk[0], explanation.images, text, explanation.question, len(ids))
             # Per-position tensors gain one row per picture, per-image ones one entry (as `repeat_inputs`).
             batch = {k: torch.cat([c[k] for c in chunk]) for k in chunk[0]}
             log_probs = answer_log_probs(model, model_inputs(batch, model), layout)

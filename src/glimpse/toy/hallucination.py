@@ -33,13 +33,15 @@ def questions(n: int, seed: int) -> list[tuple[Any, str, bool]]:
 
 
 def validate(model: Any, processor: Any, n: int, seed: int, method: str = "glimpse",
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The grounding scores of the colour words and their AUROC over `n` held-out scenes."""
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """The grounding scores of the colour words and their AUROC over `n` held-out scenes;
+    `progress(explained, questions)` after each question."""
     import glimpse
 
     scores = {True: [], False: []}
     skipped = 0
-    for done, (image, question, grounded) in enumerate(questions(n, seed), 1):
+    pairs = questions(n, seed)
+    for done, (image, question, grounded) in enumerate(pairs, 1):
         explanation = glimpse.explain(model, processor, image, question, method=method, max_new_tokens=12)
         colour = [t for t, token in enumerate(explanation.answer_tokens) if token.strip() in world.COLORS]
         if colour:
@@ -47,7 +49,7 @@ def validate(model: Any, processor: Any, n: int, seed: int, method: str = "glimp
         else:
             skipped += 1  # the answer names no colour
         if progress is not None:
-            progress(done)
+            progress(done, len(pairs))
     estimate = bootstrap_auroc(np.array(scores[True]), np.array(scores[False]))
     return {"method": method, "scenes": n, "seed": seed, "grounded": len(scores[True]),
             "hallucinated": len(scores[False]), "no_colour_named": skipped, "auroc": auroc(scores[True], scores[False]),
