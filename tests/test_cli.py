@@ -222,7 +222,23 @@ def test_evaluate_command_prints_the_table(tmp_path):
     assert ablation.returncode == 0, ablation.stderr
     assert "| glimpse:depth_lambda=0 | 1 |" in ablation.stdout and "| glimpse:layer_fraction=0.6 | 1 |" in ablation.stdout
     refused = run("evaluate", "--dataset", "vqa", "--out", str(tmp_path / "x"), cwd=tmp_path)
-    assert refused.returncode == 2 and "--dataset must be toy or items" in refused.stderr
+    assert refused.returncode == 2 and "unknown dataset 'vqa'; known: toy, items, vqa-hat" in refused.stderr
+
+
+def test_evaluate_reads_a_published_layout_and_scores_image_and_word_gaze(tmp_path):
+    from dataset_layouts import write_vqa_mhug
+
+    write_vqa_mhug(tmp_path / "mhug")
+    result = run("evaluate", "--dataset", "vqa-mhug", "--root", str(tmp_path / "mhug"), "--methods", "glimpse",
+                 "--out", str(tmp_path / "ev"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "vqa-mhug: 2 items in" in result.stderr
+    header = result.stdout.splitlines()[0]
+    assert "NSS" in header and "AUC-Judd" in header and "prompt-word CC" in header and "prompt-word Spearman" in header
+    missing = run("evaluate", "--dataset", "vqa-hat", "--root", str(tmp_path / "mhug"), "--out", str(tmp_path / "x"),
+                  cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "lacks" in missing.stderr
+    assert "vqahat_val (the VQA-HAT maps" in missing.stderr and "Traceback" not in missing.output
 
 
 def test_toy_scenes_writes_a_batch_input_that_batch_reads(tmp_path):

@@ -206,6 +206,8 @@ def batch(
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate (items without an answer)."),
     max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (of this shard)."),
+    fixation_top: float = typer.Option(0.1, help="The share of an attention_map's pixels (its highest) that count as "
+                                                 "fixations for NSS and AUC-Judd."),
 ) -> None:
     """Explain every item of a dataset with one or more methods: results.parquet, one record and
     safetensors file per item and method, resumable (docs/batch-format.md). Exit status 1 when some
@@ -221,7 +223,8 @@ def batch(
                           shard=parse_shard(shard) if shard else None, engine=engine, workers=workers,
                           retry_failed=retry_failed, force=force, figures=figures, device=device, dtype=dtype,
                           revision=revision, trust_remote_code=trust_remote_code, max_new_tokens=max_new_tokens,
-                          max_answer_tokens=max_answer_tokens, limit=limit, progress=progress)
+                          max_answer_tokens=max_answer_tokens, limit=limit, fixation_top=fixation_top,
+                          progress=progress)
     except GlimpseError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -242,10 +245,12 @@ def batch(
 @app.command()
 def evaluate(
     dataset: str = typer.Option(..., "--dataset", "-d",
-                                help="toy (held-out shapes-world scenes with evidence masks and answers) or items "
-                                     "(any batch input given as --root: docs/batch-format.md)."),
+                                help="toy (held-out shapes-world scenes), items (any batch input: docs/batch-format.md), "
+                                     "vqa-hat, vqa-mhug or gqa (each read from --root in its published layout: "
+                                     "docs/evaluation.md)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder; rerunning the same command resumes it."),
-    root: Optional[Path] = typer.Option(None, help="The batch input, for --dataset items."),
+    root: Optional[Path] = typer.Option(None, help="The dataset's folder (items: the batch input)."),
+    split: str = typer.Option("val", help="train or val, for the published datasets."),
     methods: str = typer.Option("glimpse,raw_attention,rollout", help="Comma-separated methods to compare."),
     reference: Optional[str] = typer.Option(None, help="The method the others are tested against. Default: the first."),
     ablation: bool = typer.Option(False, help="Add GLIMPSE's ablation variants: no depth prior, no head weighting, each "
@@ -254,6 +259,8 @@ def evaluate(
                                                help="Also score deletion and insertion curves, removed pixels becoming "
                                                     "BASELINE: mean (the image's mean colour) or blur."),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (toy: N scenes; default 200)."),
+    fixation_top: float = typer.Option(0.1, help="The share of a human attention map's pixels (its highest) that count "
+                                                 "as fixations for NSS and AUC-Judd."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder. Default: the shipped model."),
     option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
                                      help="A method option, as for batch (METHOD.KEY=VALUE for one method)."),
@@ -262,17 +269,20 @@ def evaluate(
     """Score methods on a dataset: each metric's mean with a bootstrap 95% interval, answer accuracy,
     and a paired test against the reference method; writes evaluation.md, .csv and .json (and the
     per-item records in OUT/batch)."""
+    from .eval.datasets import prepare
     from .eval.evaluate import ABLATION
     from .eval.evaluate import evaluate as run_evaluation
     from .methods import parse_options
 
     try:
-        source = evaluation_input(dataset, root, out, limit)
+        prepared = prepare(dataset, root, out / "data", limit, split)
+        typer.echo(f"{dataset}: {prepared.line()}", err=True)
         quiet_transformers()
-        with shown_as_lines(), progress_bar() as progress:
+        with shown_as_lines(), progress_bar() as progress, progress_bar("faithfulness") as scored:
             names = split_names(methods) + (list(ABLATION) if ablation else [])
-            report = run_evaluation(source, out, methods=names, reference=reference, model=model,
-                                    options=parse_options(option), device=device, limit=limit, progress=progress,
+            report = run_evaluation(prepared.items, out, methods=names, reference=reference, model=model,
+                                    options=parse_options(option), device=device, limit=limit,
+                                    fixation_top=fixation_top, progress=progress, faithfulness_progress=scored,
                                     faithfulness=None if faithfulness is None else {"baseline": faithfulness})
     except GlimpseError as exc:
         fail(str(exc))
@@ -283,27 +293,8 @@ def evaluate(
     typer.echo(f"wrote {out}/evaluation.md, evaluation.csv, evaluation.json; per-item records in {out}/batch")
 
 
-def evaluation_input(dataset: str, root: Optional[Path], out: Path, limit: Optional[int]) -> Path:
-    """The batch input of an evaluation: the given one, or the toy scenes written into OUT/data."""
-    from .toy.bench import HELDOUT_SEED
-    from .toy.scenes import write_scenes
-
-    if dataset == "items":
-        if root is None:
-            fail("--dataset items needs --root: the items file or folder")
-        return root
-    if dataset != "toy":
-        fail(f"--dataset must be toy or items, got {dataset!r}")
-    data = out / "data"
-    items = data / "items.jsonl"
-    return items if items.is_file() else write_scenes(data, limit or TOY_SCENES, HELDOUT_SEED)
-
-
-TOY_SCENES = 200
-
-
 @contextmanager
-def progress_bar() -> Iterator:
+def progress_bar(description: str = "explaining") -> Iterator:
     """A `progress(finished, total)` callback drawing a bar with rate and ETA on stderr (from the first call)."""
     from tqdm import tqdm
 
@@ -312,7 +303,7 @@ def progress_bar() -> Iterator:
     def progress(finished: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="item", desc="explaining", file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=total, unit="item", desc=description, file=sys.stderr, dynamic_ncols=True)
         bar.update(finished - bar.n)
     try:
         yield progress
@@ -533,6 +524,85 @@ def analyze_misalignment(
     from .analysis.misalignment import write_misalignment_report
 
     written(lambda: write_misalignment_report(batch, out, method, worst))
+
+
+@analyze_app.command("bias")
+def analyze_bias(
+    explanation: Optional[Path] = typer.Argument(None, help="A saved explanation's folder (glimpse explain --out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for bias.html and bias.json."),
+    batch: Optional[Path] = typer.Option(None, help="Or a batch folder: the image share of each of its items."),
+    method: str = typer.Option("glimpse", help="The method of --batch."),
+) -> None:
+    """Image against prompt: the share of positive relevance on the image rather than the question,
+    for the answer and each answer token (or for each item of a batch, with the mean)."""
+    from .analysis import write_batch_bias_report, write_bias_report
+    from .explanation import Explanation
+
+    if (explanation is None) == (batch is None):
+        fail("give an explanation folder, or --batch")
+    written(lambda: write_bias_report(Explanation.load(explanation), out) if batch is None
+            else write_batch_bias_report(batch, out, method))
+
+
+@analyze_app.command("counterfactual")
+def analyze_counterfactual(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for counterfactual.html and counterfactual.json."),
+    swap: list[str] = typer.Option([], "--swap", metavar="WORD=REPLACEMENT",
+                                   help="A word of the question and what replaces it, repeatable: --swap red=blue."),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Image file, with --question."),
+    question: Optional[str] = typer.Option(None, "--question", "-q", help="The question to ask about the image."),
+    input: Optional[Path] = typer.Option(None, "--input",
+                                         help="Or a batch input (docs/batch-format.md): every item whose question "
+                                              "contains a swap's word."),
+    limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items of --input."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Hub id or local model folder. Default: the shipped shapes-world model."),
+    method: str = typer.Option("glimpse", help="Explanation method (see `glimpse methods`)."),
+    option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE", help="A method option, as for explain."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+) -> None:
+    """Counterfactual prompts: explain the question and its copy with one word swapped, and compare
+    the answers and the maps (CC, peak, image share), summarised over the swaps."""
+    from .analysis.bias import (
+        contains_word,
+        counterfactual,
+        counterfactual_items,
+        counterfactual_summary,
+        parse_swap,
+        summary_text,
+        write_counterfactual_report,
+    )
+    from .batch import read_items
+    from .images import load_image
+
+    if input is not None and (image is not None or question is not None):
+        fail("give --image and --question, or --input, not both")
+    if input is None and (image is None or question is None):
+        fail("give --image and --question (or --input: a batch input)")
+    try:
+        # Check what is cheap to check before loading a model that may take minutes.
+        swaps = [parse_swap(text) for text in swap]
+        if not swaps:
+            fail("give at least one --swap WORD=REPLACEMENT (e.g. --swap red=blue)")
+        options = method_options(method, {}, option)
+        picture = None if image is None else load_image(image)
+        items = [] if input is None else read_items(input)[:limit]
+        questions = [question] if input is None else [item.question for item in items]
+        if not any(contains_word(text, word) for text in questions for word, _ in swaps):
+            fail("no swap's word occurs in " + ("the question" if input is None else f"the questions of {input}"))
+        loaded = quiet_load(model, device, "auto", None, False)
+        with shown_as_lines(), progress_bar() as progress:
+            results = ([counterfactual(loaded.model, loaded.processor, picture, question, swaps, method, **options)]
+                       if input is None else
+                       counterfactual_items(loaded.model, loaded.processor, items, swaps, method, progress, **options))
+    except GlimpseError as exc:
+        fail(str(exc))
+    for s in results[0]["swaps"] if input is None else []:  # a batch's swaps are in the report
+        typer.echo(f"{s['word']} -> {s['replacement']}: {s['answer']!r} (answer "
+                   f"{'changed' if s['answer_changed'] else 'unchanged'}), map CC {s['map_cc']:.2f}, peak "
+                   f"{'moved' if s['peak_moved'] else 'kept'}")
+    typer.echo(summary_text(counterfactual_summary(results)))
+    written(lambda: write_counterfactual_report(results, out))
 
 
 @app.command()

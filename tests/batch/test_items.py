@@ -88,11 +88,18 @@ def test_malformed_rows_are_reported_with_their_line_numbers(tmp_path):
                     '{"image": "x.png", "question": "q?"}\n'
                     '{"id": "c", "image": "x.png", "question": "q?", "box": [5, 5, 1, 9]}\n'
                     '{"id": "a", "image": "x.png", "question": "q?"}\n'
-                    '[1, 2]\n')
+                    '[1, 2]\n'
+                    '{"id": "d", "image": "x.png", "question": "two words", "question_fixations": [1]}\n'
+                    '{"id": "e", "image": "x.png", "question": "two words", "question_fixations": [1, -2]}\n'
+                    '{"id": "f", "image": "x.png", "question": "two words", "question_fixations": ["a", 1]}\n')
     with pytest.raises(BatchError) as caught:
         read_items(path)
     message = str(caught.value)
-    assert message.startswith("6 malformed row(s)")
+    assert message.startswith("9 malformed row(s)")
+    for expected in ("line 9: question_fixations needs one non-negative number per word of the question (2), got 1",
+                     "line 10: question_fixations needs one non-negative number per word of the question (2), got 2 "
+                     "with negative values", "line 11: question_fixations must be a list of numbers"):
+        assert expected in message
     for expected in ("line 3: not JSON", "line 4: no question", "line 5: no id", "line 6: box must be",
                      "line 7: id 'a' is used already (items.jsonl line 1)", "line 8: not a JSON object"):
         assert expected in message

@@ -212,3 +212,28 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_what_is_finished(tmp_path, ctrl
         run(tmp_path / "in" / "items.jsonl", tmp_path / "out", progress=progress)
     assert [r["id"] for r in read_table(tmp_path / "out").to_pylist()] == ["scene-0"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_attention_map_and_word_gaze_are_scored_by_the_documented_rules(tmp_path):
+    from glimpse.eval import fixations_from_map, prompt_cc, prompt_spearman
+
+    rows = write_scenes(tmp_path / "in", 1)
+    human = np.random.default_rng(0).integers(0, 256, (224, 224)).astype(np.uint8)
+    Image.fromarray(human).save(tmp_path / "in" / "attention.png")
+    gaze = [float(w) for w in range(len(rows[0]["question"].split()))]
+    rows[0].update(attention_map="attention.png", question_fixations=gaze)
+    write_jsonl(tmp_path / "in" / "items.jsonl", rows)
+    run(tmp_path / "in" / "items.jsonl", tmp_path / "out", fixation_top=0.2)
+    (row,) = read_table(tmp_path / "out").to_pylist()
+    explanation = load_explanation(tmp_path / "out", "scene-0", "glimpse")
+    saliency = explanation.visual_map(0, resolution="image")
+    assert row["nss"] == pytest.approx(nss(saliency, fixations_from_map(human, 0.2)))
+    assert row["auc_judd"] == pytest.approx(auc_judd(saliency, fixations_from_map(human, 0.2)))
+    assert row["cc"] == pytest.approx(cc(saliency, human)) and row["sim"] == pytest.approx(sim(saliency, human))
+    assert row["prompt_cc"] == pytest.approx(prompt_cc(explanation.prompt_word_scores, gaze))
+    assert row["prompt_spearman"] == pytest.approx(prompt_spearman(explanation.prompt_word_scores, gaze))
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["fixation_top"] == 0.2
+    with pytest.raises(BatchError, match="other settings .*fixation_top: 0.2 before, 0.1 now"):
+        run(tmp_path / "in" / "items.jsonl", tmp_path / "out")
+    with pytest.raises(BatchError, match=r"fixation_top .* in \(0, 1\]"):
+        run(tmp_path / "in" / "items.jsonl", tmp_path / "out", fixation_top=0)

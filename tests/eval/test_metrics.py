@@ -299,3 +299,26 @@ def test_new_fixation_metrics_refuse_maps_of_other_shapes_or_without_fixations()
         auc_judd(saliency, np.ones((5, 6)))
     with pytest.raises(GlimpseError, match="at least one split"):
         auc_borji(saliency, fixations, splits=0)
+
+
+def test_prompt_word_correlations_match_scipy():
+    from scipy import stats as scipy_stats
+
+    from glimpse.eval import prompt_cc, prompt_spearman
+
+    rng = np.random.default_rng(3)
+    scores, gaze = rng.normal(size=9), rng.integers(0, 4, 9).astype(float)  # gaze with ties
+    assert prompt_cc(scores, gaze) == pytest.approx(scipy_stats.pearsonr(scores, gaze).statistic)
+    assert prompt_spearman(scores, gaze) == pytest.approx(scipy_stats.spearmanr(scores, gaze).statistic)
+    assert prompt_spearman([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == pytest.approx(0.5)
+    assert prompt_cc([1.0, 2.0], [5.0, 5.0]) == 0.0 == prompt_spearman([3.0, 3.0, 3.0], [1.0, 2.0, 3.0])
+
+
+def test_prompt_word_correlations_refuse_gaze_on_other_words():
+    from glimpse.errors import GlimpseError
+    from glimpse.eval import prompt_cc
+
+    with pytest.raises(GlimpseError, match="3 word score.* against gaze on 2 word"):
+        prompt_cc(np.ones(3), np.ones(2))
+    with pytest.raises(GlimpseError, match="at least two words"):
+        prompt_cc(np.ones(1), np.ones(1))

@@ -6,7 +6,9 @@ image's path naming the row), one image (`image`: a path) or several (`images`: 
 of paths), a `question`, and optionally an `answer` to explain and ground truth on the first image:
 `mask` (a path to an image whose non-zero pixels are the evidence) or `box` ([x0, y0, x1, y1] in
 pixels), and `fixations` (a path to a grey-level image of human fixations: fixated pixels non-zero,
-or fixation counts, or a density); `objects` (a path to a mask of every object in the first image,
+or fixation counts); `attention_map` (a path to a continuous human attention map, e.g. VQA-HAT's);
+`question_fixations` (human gaze on the question: one non-negative number per whitespace-separated
+word, e.g. VQA-MHUG's fixation durations); `objects` (a path to a mask of every object in the first image,
 which tells "another object" from background in `glimpse analyze misalignment`); and
 `expected_answer`, the right answer, for accuracy (the model's own answer is explained all the
 same). Paths are resolved relative to the input file (a folder input: to the folder). A malformed
@@ -46,6 +48,8 @@ class Item:
     mask: Path | None = None
     box: tuple[float, float, float, float] | None = None
     fixations: Path | None = None
+    attention_map: Path | None = None
+    question_fixations: tuple[float, ...] | None = None
     objects: Path | None = None
     expected_answer: str | None = None
     ordinal: int = 0
@@ -225,8 +229,28 @@ def _item(row: dict[str, Any], base: Path, ordinal: int, where: str) -> Item:
         return _path(row[name], base, bad) if row.get(name) is not None else None
     return Item(id=str(item_id), images=[_image(x, base, bad) for x in images], question=question,
                 answer=_text(row.get("answer"), "answer", bad), mask=optional_path("mask"), box=_box(row.get("box"), bad),
-                fixations=optional_path("fixations"), objects=optional_path("objects"),
+                fixations=optional_path("fixations"), attention_map=optional_path("attention_map"),
+                question_fixations=_word_gaze(row.get("question_fixations"), question, bad), objects=optional_path("objects"),
                 expected_answer=_text(row.get("expected_answer"), "expected_answer", bad), ordinal=ordinal, where=where)
+
+
+def _word_gaze(value: Any, question: str, bad) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise bad(f"question_fixations must be a list of numbers, got {value!r}") from None
+    try:
+        gaze = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise bad(f"question_fixations must be a list of numbers, got {value!r}") from None
+    words = len(question.split())
+    if len(gaze) != words or min(gaze) < 0:
+        raise bad(f"question_fixations needs one non-negative number per word of the question ({words}), "
+                  f"got {len(gaze)}" + (" with negative values" if gaze and min(gaze) < 0 else ""))
+    return gaze
 
 
 def _text(value: Any, name: str, bad) -> str | None:

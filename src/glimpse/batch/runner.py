@@ -65,17 +65,22 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
         workers: int = 1, retry_failed: bool = False, force: bool = False, figures: bool = False,
         device: str = "auto", dtype: str = "auto", revision: str | None = None, trust_remote_code: bool = False,
         max_new_tokens: int = 32, max_answer_tokens: int | None = None, limit: int | None = None,
-        progress: Callable[[int, int], None] | None = None) -> Summary:
+        fixation_top: float = 0.1, progress: Callable[[int, int], None] | None = None) -> Summary:
     """Explain every item of `input` (in shard (i, n) of it, if given; its first `limit`, if given)
     with each of `methods` into the folder `out`. `options` are method options: "key" for every method that takes it,
-    "method.key" for one. `progress(finished, total)` is called as items finish."""
+    "method.key" for one. `fixation_top` is the share of an item's `attention_map` pixels that count as its
+    fixations for NSS and AUC-Judd. `progress(finished, total)` is called as items finish."""
     from ..loading import resolve_device, resolve_dtype, resolve_model
 
     if engine not in ENGINES:
         raise BatchError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if workers < 1:
         raise BatchError(f"workers must be at least 1, got {workers}")
-    settings = Settings(resolve_methods(methods, options or {}), max_new_tokens, max_answer_tokens, figures)
+    if not 0 < fixation_top <= 1:
+        raise BatchError(f"fixation_top is the share of an attention map's pixels counted as fixations, in (0, 1]; "
+                         f"got {fixation_top}")
+    settings = Settings(resolve_methods(methods, options or {}), max_new_tokens, max_answer_tokens, figures,
+                        fixation_top)
     if limit is not None and limit < 1:
         raise BatchError(f"limit must be at least 1, got {limit}")
     items = [item for item in read_items(input) if in_shard(item.id, shard)][:limit]
@@ -87,7 +92,7 @@ def run(input: str | Path, out: str | Path, *, model: str | None = None, methods
                 "model": str(local.resolve()) if local.exists() else source, "revision": revision, "dtype": dtype_name,
                 "methods": [label for label, _, _ in settings.methods],
                 "options": {label: params for label, _, params in settings.methods},
-                "max_new_tokens": max_new_tokens, "max_answer_tokens": max_answer_tokens,
+                "max_new_tokens": max_new_tokens, "max_answer_tokens": max_answer_tokens, "fixation_top": fixation_top,
                 "glimpse_version": __version__, "input": str(Path(input).resolve()), "input_checksum": checksum(input)}
     store = Store(out)
     old = store.manifest()

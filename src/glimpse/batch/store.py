@@ -30,9 +30,9 @@ TEMPORARY = ".tmp-"
 # Top-level temporary files older than this are a killed writer's.
 STALE_SECONDS = 3600
 # The manifest entries that must match for a run to add to a folder (the rest are recorded only).
-SETTINGS = ("model", "revision", "dtype", "methods", "options", "max_new_tokens", "max_answer_tokens")
+SETTINGS = ("model", "revision", "dtype", "methods", "options", "max_new_tokens", "max_answer_tokens", "fixation_top")
 # Ground-truth metrics (null where the item has no such ground truth): mask or box, then fixations.
-METRICS = ("pointing_game", "energy_in_mask", "nss", "cc", "kl_div", "sim", "auc_judd")
+METRICS = ("pointing_game", "energy_in_mask", "nss", "cc", "kl_div", "sim", "auc_judd", "prompt_cc", "prompt_spearman")
 COLUMNS = ("ordinal", "id", "method", "status", "error", "question", "answer", "answer_generated", "answer_tokens",
            "expected_answer", "correct", "token_weights", "seconds", "peak_memory_mb", *METRICS, "notes", "arrays", "options")
 
@@ -162,7 +162,8 @@ def table_schema():
         ("token_weights", pa.list_(pa.float32())),
         ("seconds", pa.float64()), ("peak_memory_mb", pa.float64()), ("pointing_game", pa.bool_()),
         ("energy_in_mask", pa.float64()), ("nss", pa.float64()), ("cc", pa.float64()), ("kl_div", pa.float64()),
-        ("sim", pa.float64()), ("auc_judd", pa.float64()),
+        ("sim", pa.float64()), ("auc_judd", pa.float64()), ("prompt_cc", pa.float64()),
+        ("prompt_spearman", pa.float64()),
         ("notes", pa.list_(pa.string())), ("arrays", pa.string()),
         ("options", pa.string()),
     ])

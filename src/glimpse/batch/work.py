@@ -27,12 +27,14 @@ from .store import ITEMS, METRICS, Store, item_key, method_file
 @dataclass(frozen=True)
 class Settings:
     """What every item of a run is explained with: (label, method, all its options) for each
-    method or variant, the answer limits, and whether to draw each item's overlay and report."""
+    method or variant, the answer limits, whether to draw each item's overlay and report, and the
+    share of a continuous human attention map's pixels that count as fixations (`fixations_from_map`)."""
 
     methods: tuple[tuple[str, str, dict[str, Any]], ...]
     max_new_tokens: int = 32
     max_answer_tokens: int | None = None
     figures: bool = False
+    fixation_top: float = 0.1
 
 
 def explain_item(model: Any, processor: Any, item: Item, settings: Settings, store: Store,
@@ -61,7 +63,7 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
             store.write(item.id, label, record, {})
             records.append(record)
             continue
-        record, files = _done(item, label, explanation, base, settings.figures)
+        record, files = _done(item, label, explanation, base, settings)
         store.write(item.id, label, record, files)
         records.append(record)
     return records
@@ -70,7 +72,9 @@ def explain_item(model: Any, processor: Any, item: Item, settings: Settings, sto
 def ground_truth(item: Item) -> dict[str, Any]:
     """The item's ground truth as the record keeps it (paths as text)."""
     return {"mask": _text_or_none(item.mask), "box": None if item.box is None else list(item.box),
-            "fixations": _text_or_none(item.fixations), "objects": _text_or_none(item.objects)}
+            "fixations": _text_or_none(item.fixations), "attention_map": _text_or_none(item.attention_map),
+            "question_fixations": None if item.question_fixations is None else list(item.question_fixations),
+            "objects": _text_or_none(item.objects)}
 
 
 def _text_or_none(path: Any) -> str | None:
@@ -93,13 +97,13 @@ def error_text(exc: BaseException) -> str:
 
 
 def _done(item: Item, label: str, explanation: Any, base: dict[str, Any],
-          figures: bool) -> tuple[dict[str, Any], dict[str, bytes]]:
+          settings: Settings) -> tuple[dict[str, Any], dict[str, bytes]]:
     notes = list(explanation.notes)
-    metrics = ground_truth_metrics(item, explanation, notes)
+    metrics = ground_truth_metrics(item, explanation, notes, settings.fixation_top)
     stem = method_file(label)
     arrays = f"{ITEMS}/{item_key(item.id)}/{stem}.safetensors"
     files = {f"{stem}.safetensors": safetensors_bytes(explanation.arrays())}
-    if figures:
+    if settings.figures:
         files[f"{stem}.png"] = _png(explanation.to_png())
         files[f"{stem}.html"] = explanation.to_html().encode()
     cost = explanation.cost
@@ -137,10 +141,14 @@ def read_mask(path: Any, what: str) -> np.ndarray:
     return _grey(path, what) > 0
 
 
-def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict[str, Any]:
+def ground_truth_metrics(item: Item, explanation: Any, notes: list[str], fixation_top: float = 0.1) -> dict[str, Any]:
     """The metrics the item's ground truth allows (none without); ground truth that does not fit
-    the image gives a note instead, and the explanation is kept."""
-    from ..eval import auc_judd, cc, energy_in_mask, kl_div, nss, pointing_game, sim
+    the image gives a note instead, and the explanation is kept.
+
+    NSS and AUC-Judd are scored on the `fixations`, or else on the top `fixation_top` share of the
+    `attention_map`'s pixels; CC, KL and SIM on the attention map, or else on the fixations. The
+    question's words are scored against `question_fixations` (Pearson and Spearman)."""
+    from ..eval import energy_in_mask, pointing_game
 
     metrics: dict[str, Any] = {}
     size = explanation.images[0].size
@@ -151,14 +159,41 @@ def ground_truth_metrics(item: Item, explanation: Any, notes: list[str]) -> dict
     except GlimpseError as exc:
         notes.append(f"no mask metrics: {exc}")
     try:
-        if item.fixations is not None:
-            fixations = _grey(item.fixations, "fixation map")
-            saliency = explanation.visual_map(0, resolution="image")
-            metrics.update({name: score(saliency, fixations) for name, score in
-                            (("nss", nss), ("cc", cc), ("kl_div", kl_div), ("sim", sim), ("auc_judd", auc_judd))})
+        metrics.update(_human_metrics(item, explanation, fixation_top))
     except GlimpseError as exc:
         notes.append(f"no fixation metrics: {exc}")
+    try:
+        metrics.update(_word_metrics(item, explanation))
+    except GlimpseError as exc:
+        notes.append(f"no prompt-word metrics: {exc}")
     return metrics
+
+
+def _human_metrics(item: Item, explanation: Any, fixation_top: float) -> dict[str, float]:
+    from ..eval import auc_judd, cc, fixations_from_map, kl_div, nss, sim
+
+    if item.fixations is None and item.attention_map is None:
+        return {}
+    human = _grey(item.attention_map, "attention map") if item.attention_map is not None else None
+    fixations = _grey(item.fixations, "fixation map") if item.fixations is not None else None
+    if fixations is None:
+        fixations = fixations_from_map(human, fixation_top)
+    saliency = explanation.visual_map(0, resolution="image")
+    density = fixations if human is None else human
+    return {"nss": nss(saliency, fixations), "auc_judd": auc_judd(saliency, fixations),
+            **{name: score(saliency, density) for name, score in (("cc", cc), ("kl_div", kl_div), ("sim", sim))}}
+
+
+def _word_metrics(item: Item, explanation: Any) -> dict[str, float]:
+    from ..eval import prompt_cc, prompt_spearman
+
+    if item.question_fixations is None:
+        return {}
+    if not explanation.question_located or len(explanation.prompt_words) != len(item.question_fixations):
+        raise GlimpseError(f"the explanation scores {len(explanation.prompt_words)} prompt word(s), the gaze "
+                           f"{len(item.question_fixations)}")
+    scores, gaze = explanation.prompt_word_scores, np.asarray(item.question_fixations)
+    return {"prompt_cc": prompt_cc(scores, gaze), "prompt_spearman": prompt_spearman(scores, gaze)}
 
 
 def _grey(path: Any, what: str) -> np.ndarray:

@@ -14,10 +14,12 @@ from .metrics import (
     nss,
     pointing_chance,
     pointing_game,
+    prompt_cc,
+    prompt_spearman,
     shuffled_auc,
     sim,
     token_cells,
 )
 
 __all__ = ["auc_borji", "auc_judd", "box_mask", "cc", "energy_in_mask", "fixations_from_map", "kl_div", "nss",
-           "pointing_chance", "pointing_game", "shuffled_auc", "sim", "token_cells"]
+           "pointing_chance", "pointing_game", "prompt_cc", "prompt_spearman", "shuffled_auc", "sim", "token_cells"]

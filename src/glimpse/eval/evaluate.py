@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from .stats import Estimate, bootstrap_mean, paired_bootstrap
 # Table column -> its name in the report; scored per item by the batch run where the ground truth allows.
 METRICS = {"correct": "accuracy", "pointing_game": "pointing game", "energy_in_mask": "energy in mask",
            "nss": "NSS", "cc": "CC", "kl_div": "KL", "sim": "SIM", "auc_judd": "AUC-Judd",
+           "prompt_cc": "prompt-word CC", "prompt_spearman": "prompt-word Spearman",
            "deletion_auc": "deletion AUC", "deletion_random_auc": "deletion AUC, random order",
            "insertion_auc": "insertion AUC", "insertion_random_auc": "insertion AUC, random order"}
 # GLIMPSE's ablations, as variants (docs/evaluation.md): no depth prior (uniform over layers), no head
@@ -131,25 +132,27 @@ def _scores(rows: list[dict[str, Any]], method: str, ids: list[str]) -> dict[str
 
 def evaluate(input: str | Path, out: str | Path, *, methods: Sequence[str] = ("glimpse",),
              reference: str | None = None, faithfulness: dict[str, Any] | None = None,
-             **batch_options: Any) -> Report:
+             faithfulness_progress: Callable[[int, int], None] | None = None, **batch_options: Any) -> Report:
     """Explain every item of `input` (any batch input) with `methods` into OUT/batch (resumable),
     then write OUT/evaluation.{md,csv,json}. `batch_options` go to `glimpse.batch.run`. With
     `faithfulness` (options of `faithfulness.faithfulness_curve`, e.g. {"baseline": "mean"}), every
-    explanation's deletion and insertion curves are scored too (kept in OUT/faithfulness)."""
+    explanation's deletion and insertion curves are scored too (kept in OUT/faithfulness), with
+    `faithfulness_progress(finished, total)` called as they are."""
     from ..batch import read_table, run
 
     folder = Path(out)
     run(input, folder / "batch", methods=methods, **batch_options)
     rows = read_table(folder / "batch").to_pylist()
     if faithfulness is not None:
-        add_faithfulness(folder, rows, faithfulness, batch_options.get("model"), batch_options.get("device", "auto"))
+        add_faithfulness(folder, rows, faithfulness, batch_options.get("model"), batch_options.get("device", "auto"),
+                         faithfulness_progress)
     report = summarise(rows, list(methods), reference)
     report.write(folder)
     return report
 
 
 def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str, Any], model: str | None,
-                     device: str) -> None:
+                     device: str, progress: Callable[[int, int], None] | None = None) -> None:
     """Each done row's deletion and insertion AUCs (and their random-order baselines), computed once
     and kept in OUT/faithfulness/<item>/<method>.json, so that a rerun reads them back."""
     import glimpse
@@ -159,9 +162,8 @@ def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str
     from .faithfulness import faithfulness_curve
 
     loaded = None
-    for row in rows:
-        if row["status"] != "done":
-            continue
+    done = [row for row in rows if row["status"] == "done"]
+    for finished, row in enumerate(done, 1):
         path = folder / "faithfulness" / item_key(row["id"]) / f"{method_file(row['method'])}.json"
         if path.is_file():
             scores = json.loads(path.read_text())
@@ -175,3 +177,5 @@ def add_faithfulness(folder: Path, rows: list[dict[str, Any]], options: dict[str
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, json.dumps({"options": options, **scores}).encode())
         row.update({k: v for k, v in scores.items() if k in METRICS})
+        if progress is not None:
+            progress(finished, len(done))

@@ -1,6 +1,7 @@
 """Metrics of a map on the original image: localisation against a ground-truth evidence mask or box
 (pointing game, energy in mask) and agreement with human fixations (NSS, CC, KL, SIM, AUC-Judd,
-AUC-Borji, shuffled AUC), following the MIT saliency benchmark's definitions."""
+AUC-Borji, shuffled AUC), following the MIT saliency benchmark's definitions; and of the prompt words'
+scores against human gaze on the question's words (Pearson, Spearman)."""
 
 from __future__ import annotations
 
@@ -189,6 +190,38 @@ def _rank_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
     below = np.searchsorted(negatives, positives, side="left")
     not_above = np.searchsorted(negatives, positives, side="right")
     return float((below + not_above).mean() / (2 * negatives.size))
+
+
+def prompt_cc(scores: np.ndarray, gaze: np.ndarray) -> float:
+    """Pearson's correlation of the prompt words' scores with human gaze on the same words (e.g.
+    fixation durations); 0 when either is constant."""
+    values, weights = _words(scores, gaze)
+    if values.std() == 0 or weights.std() == 0:
+        return 0.0
+    return float(np.corrcoef(values, weights)[0, 1])
+
+
+def prompt_spearman(scores: np.ndarray, gaze: np.ndarray) -> float:
+    """Spearman's rank correlation of the prompt words' scores with human gaze on them (tied values
+    share their mean rank); 0 when either is constant."""
+    values, weights = _words(scores, gaze)
+    return prompt_cc(_mean_ranks(values), _mean_ranks(weights))
+
+
+def _words(scores: np.ndarray, gaze: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, weights = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(gaze, dtype=np.float64).ravel()
+    if values.size != weights.size or values.size < 2:
+        raise GlimpseError(f"{values.size} word score(s) against gaze on {weights.size} word(s): give one gaze value "
+                           "per prompt word, at least two words")
+    return values, weights
+
+
+def _mean_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(values.size)
+    ranks[order] = np.arange(values.size, dtype=np.float64)
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return np.bincount(group, ranks)[group] / counts[group]
 
 
 def fixations_from_map(human: np.ndarray, top: float = 0.1) -> np.ndarray:
