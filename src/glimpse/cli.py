@@ -526,6 +526,31 @@ def analyze_misalignment(
     written(lambda: write_misalignment_report(batch, out, method, worst))
 
 
+@analyze_app.command("faithfulness")
+def analyze_faithfulness(
+    explanation: Path = typer.Argument(..., help="A saved explanation's folder (glimpse explain --out)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for faithfulness.html and faithfulness.json."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="The model the explanation was made with. Default: the one it names."),
+    baseline: str = typer.Option("blur", help="What removed pixels become: blur, or mean (the image's mean colour)."),
+    step: float = typer.Option(0.1, help="The share of image tokens removed (or revealed) per step."),
+    random_orders: int = typer.Option(3, min=0, help="Random orders averaged into the baseline curves."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+) -> None:
+    """Faithfulness through the model: the holistic map's deletion and insertion curves against random
+    orders, and each answer token's own deletion curve (scored by its log-probability)."""
+    from .analysis.faithfulness import write_faithfulness_report
+    from .explanation import Explanation
+
+    try:
+        saved = Explanation.load(explanation)
+        loaded = quiet_load(model or saved.model_id, device, "auto", None, False)
+    except GlimpseError as exc:
+        fail(str(exc))
+    written(lambda: write_faithfulness_report(loaded.model, loaded.processor, saved, out, baseline=baseline, step=step,
+                                              random_orders=random_orders))
+
+
 @analyze_app.command("bias")
 def analyze_bias(
     explanation: Optional[Path] = typer.Argument(None, help="A saved explanation's folder (glimpse explain --out)."),

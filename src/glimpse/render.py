@@ -36,6 +36,20 @@ def overlay(explanation: Explanation, image: int = 0, token: int | None = None) 
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
 
+def agg_figure(**options) -> Figure:
+    """A matplotlib figure on an Agg canvas of its own (no pyplot state), so layout can measure text."""
+    figure = Figure(**options)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_picture(figure: Figure) -> Image.Image:
+    """A figure made by `agg_figure`, drawn, as an RGB picture."""
+    canvas = figure.canvas
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+
+
 def data_uri(picture: Image.Image, fmt: str = "JPEG", side: int = REPORT_SIDE) -> str:
     """The picture (shrunk to at most `side` pixels a side) as a data: URI for a standalone HTML page."""
     picture = picture.copy()
@@ -181,8 +195,7 @@ def figure(explanation: Explanation, image: int = 0, tokens: list[int] | None = 
     panels = [("image", e.images[image]), ("whole answer", overlay(e, image))]
     panels += [(f"{e.answer_tokens[t].strip() or repr(e.answer_tokens[t])} (token {t})", overlay(e, image, t))
                for t in tokens]
-    fig = Figure(figsize=(2.6 * len(panels), 3.1))
-    FigureCanvasAgg(fig)  # a canvas to measure text on, without pyplot
+    fig = agg_figure(figsize=(2.6 * len(panels), 3.1))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, picture) in zip(axes[0], panels):
         ax.imshow(picture)

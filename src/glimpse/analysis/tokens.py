@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 from ..explanation import Explanation
-from ..render import data_uri
+from ..render import agg_figure, data_uri, figure_picture
 
 
 def token_dynamics(explanation: Explanation) -> dict[str, Any]:
@@ -72,8 +70,7 @@ def write_tokens_report(explanation: Explanation, folder: str | Path, image: int
 
 
 def _plot(rows: list[dict[str, Any]]) -> Image.Image:
-    figure = Figure(figsize=(max(6.0, 0.6 * len(rows)), 3.2), dpi=100)
-    FigureCanvasAgg(figure)
+    figure = agg_figure(figsize=(max(6.0, 0.6 * len(rows)), 3.2), dpi=100)
     axes = figure.add_subplot()
     x = np.arange(len(rows))
     axes.bar(x, [r["weight"] for r in rows], color="#f4b183", label="weight in the holistic map")
@@ -85,6 +82,4 @@ def _plot(rows: list[dict[str, Any]]) -> Image.Image:
     twin.set_ylabel("relevance")
     figure.legend(loc="upper center", ncol=3, fontsize="small", frameon=False)
     figure.tight_layout(rect=(0, 0, 1, 0.9))
-    canvas = figure.canvas
-    canvas.draw()
-    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
+    return figure_picture(figure)

@@ -44,6 +44,12 @@ class Curve:
     auc: float
     random_auc: float
 
+    @property
+    def gain(self) -> float:
+        """How much faster than random the map's order moves the score: random AUC - AUC for
+        deletion, AUC - random AUC for insertion (> 0: faithful)."""
+        return self.random_auc - self.auc if self.kind == "deletion" else self.auc - self.random_auc
+
 
 def faithfulness_curve(model: Any, processor: Any, explanation: Explanation, kind: str = "deletion", *,
                        token: int | None = None, image: int = 0, step: float = 0.1, baseline: str = "blur",
