@@ -115,8 +115,8 @@ def test_png_and_html_are_standalone(explanation, tmp_path):
     assert html.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)
     assert "<link" not in html
-    # holistic + one picture per answer token, all embedded
-    assert html.count("data:image/jpeg;base64,") == 1 + 1 + len(explanation.answer_tokens)
+    # the image, the holistic map layer shown, and the script's layers: the whole answer's, each token's
+    assert html.count("data:image/jpeg;base64,") == 1 + 1 + 1 + len(explanation.answer_tokens)
     for token in explanation.answer_tokens:
         assert token.strip() in html
     for word in explanation.prompt_words:
@@ -124,35 +124,19 @@ def test_png_and_html_are_standalone(explanation, tmp_path):
     assert "<!DOCTYPE" not in explanation._repr_html_()
 
 
-def test_figure_for_a_paper(explanation, tmp_path):
-    fig = explanation.figure(top=2)
-    assert len(fig.axes) == 2 + 2
-    fig.savefig(tmp_path / "fig.pdf")
-    fig.savefig(tmp_path / "fig.png", dpi=80)
-    assert (tmp_path / "fig.pdf").stat().st_size > 1000
-    assert len(explanation.figure(tokens=[0]).axes) == 3
-
-
-def test_figures_leave_pyplot_and_the_backend_alone(explanation):
-    import matplotlib
-    from matplotlib import pyplot as plt
-
-    backend, open_figures = matplotlib.get_backend(), plt.get_fignums()
-    for _ in range(5):
-        fig = explanation.figure(top=1)
-    assert plt.get_fignums() == open_figures and matplotlib.get_backend() == backend
-    assert fig.axes[2].get_title().endswith(f"(token {explanation.top_tokens(1)[0]})")
-
-
 def test_report_shows_a_method_section_only_where_the_method_has_one(tiny_llava):
     model, processor = tiny_llava
     image = rand_image(90, 60, seed=3)
     reports = {name: glimpse.explain(model, processor, image, QUESTION, answer=" a red circle", method=name).to_html()
-               for name in ("glimpse", "raw_attention")}
+               for name in ("glimpse", "raw_attention", "tam")}
     assert "<th>gamma</th>" in reports["glimpse"] and "<th>beta_prompt</th>" in reports["glimpse"]
     assert "glimpse values" in reports["glimpse"] and "head_weights" in reports["glimpse"]
-    for word in ("gamma", "beta", "alpha", "head_weights", "raw_attention values"):
-        assert word not in reports["raw_attention"]
+    assert "<th>weight</th>" in reports["glimpse"] and "<th>rank score</th>" not in reports["glimpse"]
+    for name in ("raw_attention", "tam"):  # equal token weights (a mean over tokens) are no column
+        for word in ("gamma", "beta", "alpha", "head_weights", "raw_attention values", "<th>weight</th>"):
+            assert word not in reports[name]
+        assert "<th>rank score</th>" in reports[name]
+    assert "<th>interference_scale</th>" in reports["tam"] and "tam values" in reports["tam"]
     assert "attention pattern" in reports["raw_attention"] and "raw logits" in reports["glimpse"]
 
 

@@ -95,6 +95,57 @@ def explain(
     report_result(result, folder)
 
 
+@app.command()
+def compare(
+    image: list[Path] = typer.Option(..., "--image", "-i", help="Image file; repeat for several images."),
+    question: str = typer.Option(..., "--question", "-q", help="The question to ask about the image(s)."),
+    answer: Optional[str] = typer.Option(None, "--answer", "-a",
+                                         help="Explain this given answer instead of generating one."),
+    methods: str = typer.Option("glimpse,raw_attention,rollout",
+                                help="Comma-separated methods (or METHOD:KEY=VALUE variants), a column each."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: compare.html, compare.png, a folder per method."),
+    overwrite: bool = typer.Option(False, help="Allow writing into an --out folder that already holds files."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Hub id or local model folder. Default: the shipped shapes-world model."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+    option: list[str] = typer.Option([], "--set", "-s", metavar="KEY=VALUE",
+                                     help="A method option for every method that takes it, or METHOD.KEY=VALUE for one; "
+                                          "repeatable."),
+    tokens: Optional[int] = typer.Option(None, min=0, help="Rows for the first N answer tokens (default: 12)."),
+    max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+) -> None:
+    """Methods side by side on one answer (generated once, or given): compare.html and compare.png, a
+    column per method, the whole answer's maps, then a row per answer token. A method that fails on
+    the input is a column saying why."""
+    from .batch.runner import resolve_methods
+    from .compare import compare as compare_methods
+    from .images import load_image
+    from .methods import parse_options
+
+    folder = new_output_folder(out, overwrite)
+    try:
+        # Check what is cheap to check before loading a model that may take minutes.
+        names, options = split_names(methods), parse_options(option)
+        resolve_methods(names, options)
+        pictures = [load_image(path) for path in image]
+        if not question.strip():
+            fail("the question is empty: give the question to ask about the image")
+        loaded = quiet_load(model, device, "auto", None, False)
+        with shown_as_lines():
+            result = compare_methods(loaded.model, loaded.processor, pictures, question, names, answer, options,
+                                     max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens)
+        result.save(folder, tokens)
+    except GlimpseError as exc:
+        fail(str(exc))
+    typer.echo(f"question: {question}")
+    typer.echo(f"answer:   {result.answer}" + ("  (generated)" if result.answer_generated else "  (given)"))
+    for label, error in result.errors.items():
+        typer.echo(f"warning: {label} failed: {error}", err=True)
+    typer.echo(f"wrote {folder}/: compare.html, compare.png and the explanation of {', '.join(result.explanations)} "
+               "in a folder each")
+
+
 def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
     """The method's options from explain's dedicated flags and its --set KEY=VALUE pairs, checked
     against the method's declaration: a flag the method does not take is an error."""
@@ -628,6 +679,30 @@ def analyze_counterfactual(
                    f"{'moved' if s['peak_moved'] else 'kept'}")
     typer.echo(summary_text(counterfactual_summary(results)))
     written(lambda: write_counterfactual_report(results, out))
+
+
+@app.command()
+def serve(
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Hub id or local model folder. Default: the shipped shapes-world model."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(7860, min=1, max=65535, help="Port to listen on."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:1, ... (auto: CUDA when available)."),
+) -> None:
+    """The web app (Gradio): upload an image or draw a shapes-world scene, ask, and look at each
+    method's maps, token by token, side by side. Needs pip install 'glimpse-lvlm[ui]'."""
+    from .serve import install_hint
+    from .serve import serve as run_app
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        fail(install_hint())
+    try:
+        quiet_transformers()
+        run_app(model, host, port, device)
+    except GlimpseError as exc:
+        fail(str(exc))
 
 
 @app.command()

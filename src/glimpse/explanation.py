@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,9 @@ from safetensors.numpy import load_file, save_file
 from . import maps
 from .errors import GlimpseError
 from .layout import ImageLayout
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SCHEMA_VERSION = 2
 # The core every method fills, saved under these names in arrays.safetensors.
@@ -149,13 +152,20 @@ class Explanation:
             Path(path).write_text(html, encoding="utf-8")
         return html
 
-    def figure(self, image: int = 0, tokens: list[int] | None = None, top: int = 3):
-        """A matplotlib figure (image, holistic map, per-token maps, shaded question words) for a
-        paper: `explanation.figure().savefig("fig.pdf")`. `tokens` picks the answer tokens shown
-        (default: `top_tokens(top)`, the method's own ranking)."""
-        from .render import figure
+    def figure(self, image: int = 0, tokens: list[int] | None = None, top: int = 3, filmstrip: bool = True,
+               colormap: str = "jet", normalisation: str = "minmax", percentile: float = 99.0) -> Figure:
+        """A plain matplotlib figure for a paper (no pyplot state; `.savefig` writes PNG, PDF or SVG):
+        the image, the holistic map with a colour bar, a filmstrip of answer tokens' own maps and the
+        question's words and answer's tokens shaded by their scores and weights. `tokens` picks the
+        filmstrip's tokens (default: `top_tokens(top)`, the method's own ranking; `filmstrip=False`:
+        none). Every map is drawn in `colormap` (a matplotlib name), normalised on its own:
+        `normalisation="minmax"`, or "percentile" (clipped at its `percentile`-th percentile, so that
+        one outlier does not wash out the rest); the colour bar says which."""
+        from .figures import figure
         self._check_image(image)
-        return figure(self, image, None if tokens is None else [self._check_token(t) for t in tokens], top)
+        chosen = self.top_tokens(top) if tokens is None else [self._check_token(t) for t in tokens]
+        return figure(self, image, chosen if filmstrip else [], colormap=colormap, normalisation=normalisation,
+                      percentile=percentile)
 
     def _repr_html_(self) -> str:
         from .render import report

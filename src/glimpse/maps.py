@@ -6,7 +6,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import GlimpseError
 from .layout import ImageLayout, ImageTile
+
+NORMALISATIONS = ("minmax", "percentile")  # how `normalise` scales a map to [0, 1]
 
 
 def tile_grids(layout: ImageLayout, scores: np.ndarray) -> list[np.ndarray]:
@@ -62,12 +65,20 @@ def _sample_tile(tile: ImageTile, grid: torch.Tensor, width: int, height: int) -
     return values, _inside(tile, width, height).float()
 
 
-def normalise(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Min-max to [0, 1] over `mask` (all pixels if None); a constant map becomes all zeros."""
+def normalise(values: np.ndarray, mask: np.ndarray | None = None, normalisation: str = "minmax",
+              percentile: float = 99.0) -> np.ndarray:
+    """To [0, 1] over `mask` (all pixels if None), from the region's minimum up to its maximum
+    ("minmax") or up to its `percentile`-th percentile ("percentile"), clipping the few values above
+    to 1 so that one outlier cannot wash out the rest of the map. A constant map becomes all zeros."""
+    if normalisation not in NORMALISATIONS:
+        raise GlimpseError(f"normalisation must be one of {', '.join(map(repr, NORMALISATIONS))}, got {normalisation!r}")
+    if not 0 < percentile <= 100:
+        raise GlimpseError(f"percentile must be in (0, 100], got {percentile!r}")
     region = values if mask is None else values[mask]
     if region.size == 0:
         return np.zeros_like(values, dtype=np.float32)
-    low, high = float(region.min()), float(region.max())
+    low = float(region.min())
+    high = float(region.max()) if normalisation == "minmax" else float(np.percentile(region, percentile))
     if high <= low:
         return np.zeros_like(values, dtype=np.float32)
     return np.clip((values - low) / (high - low), 0, 1).astype(np.float32)

@@ -32,13 +32,8 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     and meanings (`glimpse methods` prints them), and an option it does not take is an error.
     Every fallback taken is warned about (`glimpse.GlimpseWarning`) and listed in `notes`.
     """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise PromptError("the prompt is empty: give the question to ask about the image")
     chosen = get_method(method, **options)
-    images = [load_image(x) for x in (image if isinstance(image, (list, tuple)) else [image])]
-    adapter = adapter_for(model, processor)
-    prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
-    inputs = model_inputs(adapter.encode(images, prompt_text), model)
+    images, adapter, prompt_text, inputs = _encoded(model, processor, image, prompt, system_prompt)
     if answer is None:
         answer_ids = _generate(model, adapter, inputs, max_new_tokens)
     else:
@@ -60,7 +55,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         cost["attention_path"] = result.attention_path
     tokenizer = adapter.tokenizer
     return Explanation(
-        question=prompt, answer=tokenizer.decode(answer_ids, skip_special_tokens=True).strip(),
+        question=prompt, answer=_answer_text(tokenizer, answer_ids),
         answer_tokens=[tokenizer.decode([i]) for i in answer_ids], answer_token_ids=list(answer_ids),
         answer_generated=answer is None, prompt_words=list(layout.prompt_words),
         word_of_token=list(layout.word_of_token), images=images, layouts=list(layout.images),
@@ -71,6 +66,29 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         notes=notes + result.notes, layers=list(result.layers),
         method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
         question_located=layout.question_located, approximate=chosen.approximate, cost=cost)
+
+
+def generate_answer(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str, *,
+                    max_new_tokens: int = 32, system_prompt: str | None = None) -> str:
+    """The model's greedy answer to `prompt` about `image`, as `explain` would generate it, as the
+    text its `answer=` takes: so that several methods can explain one answer generated once."""
+    _, adapter, _, inputs = _encoded(model, processor, image, prompt, system_prompt)
+    return _answer_text(adapter.tokenizer, _generate(model, adapter, inputs, max_new_tokens))
+
+
+def _encoded(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
+             system_prompt: str | None) -> tuple[list[Any], Any, str, dict[str, torch.Tensor]]:
+    """The prompt checked, the images read, the model's adapter, the rendered prompt and the model's inputs."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise PromptError("the prompt is empty: give the question to ask about the image")
+    images = [load_image(x) for x in (image if isinstance(image, (list, tuple)) else [image])]
+    adapter = adapter_for(model, processor)
+    prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
+    return images, adapter, prompt_text, model_inputs(adapter.encode(images, prompt_text), model)
+
+
+def _answer_text(tokenizer: Any, answer_ids: list[int]) -> str:
+    return tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
 
 
 def _run(method: Any, model: Any, adapter: Any, inputs: dict[str, torch.Tensor],

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import re
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,18 +22,21 @@ if TYPE_CHECKING:
 
 COLORMAP = "jet"
 ALPHA = 0.5
-REPORT_SIDE = 360  # longest side of the pictures embedded in the HTML report
+REPORT_SIDE = 360  # longest side of the pictures embedded in HTML pages (by default)
+IMAGE_SIDE = 512  # longest side at which the report shows an image: readable, and the file stays a few MB
 EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t)",
              "attention": "attention pattern (no output quantity is differentiated)"}
 
 
-def overlay(explanation: Explanation, image: int = 0, token: int | None = None) -> Image.Image:
-    """The normalised map blended over the original image; regions the model never saw are dimmed."""
+def overlay(explanation: Explanation, image: int = 0, token: int | None = None, alpha: float = ALPHA,
+            colormap: str = COLORMAP, **normalisation) -> Image.Image:
+    """The map, normalised (`normalisation`: the options of `maps.normalise`), blended over the original
+    image in `colormap` with opacity `alpha`; regions the model never saw are dimmed."""
     values = explanation.visual_map(image, token, resolution="image")
     seen = maps.coverage(explanation.layouts[image])
-    heat = colormaps[COLORMAP](maps.normalise(values, seen))[..., :3]
+    heat = colormaps[colormap](maps.normalise(values, seen, **normalisation))[..., :3]
     base = np.asarray(explanation.images[image].convert("RGB"), dtype=np.float32) / 255.0
-    blended = np.where(seen[..., None], (1 - ALPHA) * base + ALPHA * heat, 0.35 * base)
+    blended = np.where(seen[..., None], (1 - alpha) * base + alpha * heat, 0.35 * base)
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
 
@@ -60,27 +64,59 @@ def data_uri(picture: Image.Image, fmt: str = "JPEG", side: int = REPORT_SIDE) -
     return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def _shade_rgb(score: float) -> tuple[float, float, float]:
+def shade_rgb(score: float) -> tuple[float, float, float]:
     """Background colour for a score in [0, 1]: white to orange-red."""
     r, g, b, _ = colormaps["Oranges"](0.1 + 0.8 * float(np.clip(score, 0, 1)))
     return r, g, b
 
 
-def _shade(score: float) -> str:
-    r, g, b = _shade_rgb(score)
+def shade(score: float) -> str:
+    r, g, b = shade_rgb(score)
     return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
 
 
-def _unit(values: np.ndarray) -> list[float]:
+def unit_scale(values: np.ndarray) -> list[float]:
     high = float(np.max(values)) if len(values) else 0.0
     return [float(v) / high if high > 0 else 0.0 for v in values]
+
+
+def model_name(model_id: str) -> str:
+    """The model as a report names it: a hub id as it is, a local folder by its name alone (its path
+    is the making machine's: meaningless elsewhere, and possibly private), the shipped model as
+    "glimpse-toy"."""
+    parts = [part for part in re.split(r"[\\/]", model_id) if part not in ("", ".")]
+    if parts[-3:] == ["glimpse", "toy", "model"]:
+        return "glimpse-toy"
+    local = model_id.startswith(("/", "\\", "~", ".")) or re.match(r"[A-Za-z]:", model_id) or len(parts) > 2
+    return parts[-1] if local and parts else model_id
+
+
+def map_range(explanation: Explanation, image: int = 0, token: int | None = None) -> tuple[float, float]:
+    """The raw values at the colormap's two ends in `overlay` (min-max normalisation): the map's
+    lowest and highest value over the pixels the model saw."""
+    seen = explanation.visual_map(image, token)[maps.coverage(explanation.layouts[image])]
+    return (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
+
+
+def colour_gradient(colormap: str = COLORMAP, stops: int = 17) -> str:
+    """The colormap as a CSS gradient, low on the left: a colour bar without a picture to embed."""
+    colours = [f"rgb({r * 255:.0f},{g * 255:.0f},{b * 255:.0f}) {100 * x:.0f}%"
+               for x in np.linspace(0, 1, stops) for r, g, b, _ in [colormaps[colormap](x)]]
+    return f"linear-gradient(to right,{','.join(colours)})"
+
+
+def _script_json(value: object) -> str:
+    """JSON that cannot end the <script> element it is written into ("</script>" in an answer token)."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def token_columns(explanation: Explanation) -> dict[str, np.ndarray]:
     """The per-token values a report tabulates: the core ones, then the method's own [T] values."""
     e = explanation
     own = {name: value for name, value in e.details.items() if np.shape(value) == (len(e.answer_tokens),)}
-    columns = {"p": e.probs, "weight": e.token_weights}
+    columns = {"p": e.probs}
+    if np.ptp(e.token_weights) > 0:  # equal weights (a method's mean or sum over tokens) say nothing per token
+        columns["weight"] = e.token_weights
     if not any(np.array_equal(e.ranking, value) for value in own.values()):  # GLIMPSE ranks by its own gamma
         columns["rank score"] = e.ranking
     return {**columns, **own}
@@ -97,116 +133,121 @@ def cost_text(cost: dict) -> str:
     return f" \u00b7 {cost['seconds']:.2f} s{peak} on {cost.get('device', '?')}{path}"
 
 
+def _image_figure(explanation: Explanation, image: int, layer: str, low: str, high: str) -> str:
+    """One image with its map layer stacked over it (the page's slider sets the layer's opacity),
+    the colour bar labelled with the map's range, and a caption."""
+    picture = explanation.images[image]
+    width = round(picture.width * IMAGE_SIDE / max(picture.size))  # small images enlarged, large ones shrunk
+    return (f'<figure class="map" data-i="{image}"><div class="stack" style="width:{width}px">'
+            f'<img src="{data_uri(picture, side=IMAGE_SIDE)}" alt="image {image}">'
+            f'<img class="heat" src="{layer}" alt="map over image {image}"></div>'
+            f'<div class="colourbar"><span class="low" title="the map\'s minimum">{low}</span><span class="bar">'
+            f'</span><span class="high" title="the map\'s maximum">{high}</span></div>'
+            f'<figcaption>image {image} ({picture.width}x{picture.height})</figcaption></figure>')
+
+
 def report(explanation: Explanation, standalone: bool = True) -> str:
     """HTML report: answer tokens coloured by the method's ranking (click one for its own maps),
-    prompt words coloured by score, one map per image, a table of the per-token values (the
-    method's own section only where it has one) and the notes on fallbacks taken."""
+    prompt words coloured by score, each image under its map (an opacity slider; a colour bar with
+    the map's raw range), a table of the per-token values (the method's own columns and section only
+    where it has them) and the notes on fallbacks taken. Every text is escaped and marked dir="auto",
+    so right-to-left questions and answers read in their own direction."""
     e = explanation
     n_images, n_tokens = len(e.images), len(e.answer_tokens)
-    pictures = [[data_uri(overlay(e, i))] + [data_uri(overlay(e, i, t)) for t in range(n_tokens)]
-                for i in range(n_images)]
-    words = [_unit(e.prompt_word_scores)] + [_unit(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
-    rank = _unit(np.clip(e.ranking, 0, None))
+    shown = [None, *range(n_tokens)]  # what the page can show: the whole answer, then each token
+    # The map layers are drawn fully opaque: the browser blends them over the image at the slider's opacity.
+    layers = [[data_uri(overlay(e, i, t, alpha=1.0), side=IMAGE_SIDE) for t in shown] for i in range(n_images)]
+    ranges = [[[f"{value:.3g}" for value in map_range(e, i, t)] for t in shown] for i in range(n_images)]
+    words = [unit_scale(e.prompt_word_scores)] + [unit_scale(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
+    rank = unit_scale(np.clip(e.ranking, 0, None))
     columns = token_columns(e)
     tokens_html = "".join(
-        f'<span class="tok" data-t="{t}" style="background:{_shade(rank[t])}" '
+        f'<span class="tok" data-t="{t}" style="background:{shade(rank[t])}" '
         f'title="{html.escape(" ".join(f"{k}={float(v[t]):.4g}" for k, v in columns.items()))}">'
         f'{html.escape(tok)}</span>'
         for t, tok in enumerate(e.answer_tokens))
     words_html = " ".join(
-        f'<span class="word" style="background:{_shade(words[0][w])}">{html.escape(word)}</span>'
+        f'<span class="word" style="background:{shade(words[0][w])}">{html.escape(word)}</span>'
         for w, word in enumerate(e.prompt_words))
-    images_html = "".join(
-        f'<figure><img class="map" data-i="{i}" src="{pictures[i][0]}" alt="map of image {i}">'
-        f'<figcaption>image {i} ({e.images[i].width}x{e.images[i].height})</figcaption></figure>'
-        for i in range(n_images))
+    images_html = "".join(_image_figure(e, i, layers[i][0], *ranges[i][0]) for i in range(n_images))
     header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
     rows = "".join(
-        f"<tr><td>{t}</td><td>{html.escape(tok)}</td>"
+        f'<tr><td>{t}</td><td class="text" dir="auto">{html.escape(tok)}</td>'
         + "".join(f"<td>{float(value[t]):.4g}</td>" for value in columns.values()) + "</tr>"
         for t, tok in enumerate(e.answer_tokens))
     legend = "".join(f"<li><code>{html.escape(name)}</code> {tuple(np.shape(e.details[name]))}: "
                      f"{html.escape(e.details_doc.get(name, ''))}</li>" for name in e.details)
     section = f'<div class="details"><b>{html.escape(e.method)} values</b><ul>{legend}</ul></div>' if legend else ""
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in e.notes)
+    notes = "".join(f'<li dir="auto">{html.escape(n)}</li>' for n in e.notes)
     notes_html = f'<div class="notes"><b>Notes</b><ul>{notes}</ul></div>' if notes else ""
     label = " (approximation)" if e.approximate else ""
     params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
-    shades = [[_shade(s) for s in row] for row in words]
-    meta = (f"model <code>{html.escape(e.model_id)}</code> &middot; explains the answer's "
+    shades = [[shade(s) for s in row] for row in words]
+    meta = (f"model <code>{html.escape(model_name(e.model_id))}</code> &middot; explains the answer's "
             f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}"
             f"{html.escape(cost_text(e.cost))}")
     body = f"""<div class="glimpse-report">
 <h2>{html.escape(e.method)}{label} explanation</h2>
 <p class="meta">{meta}</p>
 {notes_html}
-<p><b>Question:</b> <span class="words">{words_html}</span></p>
+<p><b>Question:</b> <span class="words" dir="auto">{words_html}</span></p>
 <p><b>Answer</b> (shaded by {html.escape(e.ranking_by)};
 click a token for its own maps, <a href="#" class="all">whole answer</a>):<br>
-<span class="answer">{tokens_html}</span></p>
-<p class="showing">Showing: whole answer</p>
+<span class="answer" dir="auto">{tokens_html}</span></p>
+<p class="showing" dir="auto">Showing: whole answer</p>
+<p class="controls"><label>Map opacity <input type="range" class="opacity" min="0" max="1" step="0.05"
+value="{ALPHA}"></label> &middot; colour bar: each map from its minimum to its maximum over the pixels the model
+saw (darkened: pixels it never saw)</p>
 <div class="images">{images_html}</div>
-<table><tr><th>#</th><th>token</th>{header}</tr>{rows}</table>
+<div class="table"><table><tr><th>#</th><th>token</th>{header}</tr>{rows}</table></div>
 {section}
 </div>
 <script>
 (function() {{
-  const pictures = {json.dumps(pictures)};
-  const shades = {json.dumps(shades)};
-  const tokens = {json.dumps(e.answer_tokens)};
+  const pictures = {_script_json(layers)};
+  const ranges = {_script_json(ranges)};
+  const shades = {_script_json(shades)};
+  const tokens = {_script_json(e.answer_tokens)};
   const root = document.currentScript.previousElementSibling;
   function show(k) {{
-    root.querySelectorAll('img.map').forEach(img => img.src = pictures[+img.dataset.i][k]);
+    root.querySelectorAll('figure.map').forEach(f => {{
+      const i = +f.dataset.i;
+      f.querySelector('img.heat').src = pictures[i][k];
+      f.querySelector('.low').textContent = ranges[i][k][0];
+      f.querySelector('.high').textContent = ranges[i][k][1];
+    }});
     root.querySelectorAll('.word').forEach((w, j) => w.style.background = shades[k][j]);
     root.querySelectorAll('.tok').forEach(s => s.classList.toggle('on', +s.dataset.t === k - 1));
     const shown = k === 0 ? 'whole answer' : 'token ' + (k - 1) + ' ' + JSON.stringify(tokens[k - 1]);
     root.querySelector('.showing').textContent = 'Showing: ' + shown;
   }}
+  const opacity = root.querySelector('input.opacity');
+  opacity.addEventListener('input', () => root.querySelectorAll('img.heat').forEach(img => img.style.opacity = opacity.value));
   root.querySelectorAll('.tok').forEach(s => s.addEventListener('click', () => show(+s.dataset.t + 1)));
   root.querySelector('a.all').addEventListener('click', ev => {{ ev.preventDefault(); show(0); }});
 }})();
 </script>"""
-    style = """<style>
-.glimpse-report{font-family:system-ui,sans-serif;max-width:980px}
-.glimpse-report .tok{cursor:pointer;padding:1px 2px;border-radius:3px;white-space:pre}
-.glimpse-report .tok.on{outline:2px solid #1565c0}
-.glimpse-report .word{padding:1px 3px;border-radius:3px}
-.glimpse-report .images{display:flex;flex-wrap:wrap;gap:12px}
-.glimpse-report figure{margin:0}
-.glimpse-report table{border-collapse:collapse;margin-top:12px;font-size:13px}
-.glimpse-report td,.glimpse-report th{border:1px solid #ccc;padding:2px 6px;text-align:right}
-.glimpse-report .meta{color:#555;font-size:13px}
-.glimpse-report .notes{background:#fff4e5;border-left:4px solid #f57c00;padding:4px 10px;font-size:13px}
-.glimpse-report .details{font-size:13px}
+    style = f"""<style>
+.glimpse-report{{font-family:system-ui,sans-serif;max-width:1100px;overflow-wrap:anywhere}}
+.glimpse-report .tok{{cursor:pointer;padding:1px 2px;border-radius:3px;white-space:pre-wrap}}
+.glimpse-report .tok.on{{outline:2px solid #1565c0}}
+.glimpse-report .word{{padding:1px 3px;border-radius:3px}}
+.glimpse-report .images{{display:flex;flex-wrap:wrap;gap:12px}}
+.glimpse-report figure{{margin:0;max-width:100%}}
+.glimpse-report .stack{{position:relative;max-width:100%}}
+.glimpse-report .stack img{{display:block;width:100%;height:auto}}
+.glimpse-report .stack img.heat{{position:absolute;left:0;top:0;height:100%;opacity:{ALPHA}}}
+.glimpse-report .colourbar{{display:flex;align-items:center;gap:6px;font-size:12px;margin:4px 0}}
+.glimpse-report .colourbar .bar{{flex:1;height:10px;background:{colour_gradient()}}}
+.glimpse-report .table{{overflow-x:auto}}
+.glimpse-report table{{border-collapse:collapse;margin-top:12px;font-size:13px}}
+.glimpse-report td,.glimpse-report th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}
+.glimpse-report td.text{{text-align:start;white-space:pre-wrap}}
+.glimpse-report .meta,.glimpse-report .controls{{color:#555;font-size:13px}}
+.glimpse-report .notes{{background:#fff4e5;border-left:4px solid #f57c00;padding:4px 10px;font-size:13px}}
+.glimpse-report .details{{font-size:13px}}
 </style>"""
     if not standalone:
         return style + body
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>glimpse: {html.escape(e.question)}</title>"
             f"{style}</head><body>{body}</body></html>")
-
-
-def figure(explanation: Explanation, image: int = 0, tokens: list[int] | None = None, top: int = 3) -> Figure:
-    """A matplotlib figure for a paper: the image, the holistic map, and per-token maps (by default
-    the method's `top` highest-ranked answer tokens), with the question's words shaded by their
-    scores beneath. A plain `Figure`: pyplot's state and the user's backend are left alone."""
-    e = explanation
-    if tokens is None:
-        tokens = e.top_tokens(top)
-    panels = [("image", e.images[image]), ("whole answer", overlay(e, image))]
-    panels += [(f"{e.answer_tokens[t].strip() or repr(e.answer_tokens[t])} (token {t})", overlay(e, image, t))
-               for t in tokens]
-    fig = agg_figure(figsize=(2.6 * len(panels), 3.1))
-    axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, (title, picture) in zip(axes[0], panels):
-        ax.imshow(picture)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    words = _unit(e.prompt_word_scores)
-    renderer = fig.canvas.get_renderer()  # measures each word without redrawing the figure
-    x = 0.01
-    for word, score in zip(e.prompt_words, words):
-        text = fig.text(x, 0.02, word, fontsize=9, bbox={"facecolor": _shade_rgb(score), "edgecolor": "none", "pad": 1.5})
-        x += text.get_window_extent(renderer).width / fig.bbox.width + 0.008
-    fig.suptitle(f"{e.question}  ->  {e.answer}", fontsize=10)
-    fig.subplots_adjust(bottom=0.14, top=0.8, wspace=0.05)
-    return fig

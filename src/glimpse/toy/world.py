@@ -176,6 +176,12 @@ def question_answer(objects: list[WorldObject], qtype: int, target: int | None) 
     return f"where is the {o.color} {o.shape}?", f"the {o.color} {o.shape} is at the {o.quadrant}."
 
 
+def scene_questions(scene: Scene) -> list[tuple[str, str]]:
+    """Every question the world asks about `scene` (each type, each object it may be about), with its answer."""
+    return [question_answer(scene.objects, qtype, target)
+            for qtype in (1, 2, 3, 4) for target in (askable(scene.objects, qtype) if qtype < 4 else [None])]
+
+
 def ask(scene: Scene, qtype: int, rng: np.random.Generator) -> Sample | None:
     """A question of ``qtype`` about ``scene``, or None if the scene cannot support it."""
     candidates = askable(scene.objects, qtype)
