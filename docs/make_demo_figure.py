@@ -8,6 +8,7 @@ from pathlib import Path
 
 import glimpse
 from glimpse.toy import world
+from glimpse.toy.localisation import answer_word_token
 
 
 def main() -> None:
@@ -18,7 +19,10 @@ def main() -> None:
     sample = world.make_sample(args.seed)
     model, processor = glimpse.load(None, device="cpu")
     explanation = glimpse.explain(model, processor, sample.image, sample.question)
-    explanation.figure(top=3).savefig(args.out, dpi=110, bbox_inches="tight")
+    # The method's two highest-ranked tokens and the answer word (the colour, the shape...), in answer order.
+    word = answer_word_token(sample, explanation.answer_tokens)
+    tokens = sorted(set(explanation.top_tokens(2)) | ({word} if word is not None else set()))
+    explanation.figure(tokens=tokens).savefig(args.out, dpi=110, bbox_inches="tight")
     print(f"scene {args.seed}: {sample.question} -> {explanation.answer} (truth: {sample.answer}); wrote {args.out}")
 
 

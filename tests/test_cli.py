@@ -251,3 +251,9 @@ def test_toy_scenes_writes_a_batch_input_that_batch_reads(tmp_path):
     assert all(i.mask.is_file() and i.images[0].is_file() and i.expected_answer for i in items)
     again = run("toy", "scenes", "--n", "3", "--out", str(tmp_path / "scenes"), cwd=tmp_path)
     assert again.returncode == 2 and "already holds files" in again.stderr
+
+
+def test_serve_without_gradio_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio raises ImportError
+    result = run("serve", cwd=tmp_path)
+    assert result.returncode == 2 and "pip install 'glimpse-lvlm[ui]'" in result.stderr

@@ -234,18 +234,23 @@ def _item(row: dict[str, Any], base: Path, ordinal: int, where: str) -> Item:
                 expected_answer=_text(row.get("expected_answer"), "expected_answer", bad), ordinal=ordinal, where=where)
 
 
-def _word_gaze(value: Any, question: str, bad) -> tuple[float, ...] | None:
-    if value is None:
-        return None
+def _numbers(value: Any, what: str, bad) -> tuple[float, ...]:
+    """A list of numbers, or its JSON text (a CSV cell), as floats; else the row is malformed."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise bad(f"question_fixations must be a list of numbers, got {value!r}") from None
+            raise bad(f"{what}, got {value!r}") from None
     try:
-        gaze = tuple(float(v) for v in value)
+        return tuple(float(v) for v in value)
     except (TypeError, ValueError):
-        raise bad(f"question_fixations must be a list of numbers, got {value!r}") from None
+        raise bad(f"{what}, got {value!r}") from None
+
+
+def _word_gaze(value: Any, question: str, bad) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    gaze = _numbers(value, "question_fixations must be a list of numbers", bad)
     words = len(question.split())
     if len(gaze) != words or min(gaze) < 0:
         raise bad(f"question_fixations needs one non-negative number per word of the question ({words}), "
@@ -281,15 +286,7 @@ def _path(value: Any, base: Path, bad) -> Path:
 def _box(value: Any, bad) -> tuple[float, float, float, float] | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise bad(f"box must be [x0, y0, x1, y1], got {value!r}") from None
-    try:
-        box = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise bad(f"box must be [x0, y0, x1, y1] numbers, got {value!r}") from None
+    box = _numbers(value, "box must be [x0, y0, x1, y1] numbers", bad)
     if len(box) != 4 or not (box[0] < box[2] and box[1] < box[3]):
         raise bad(f"box must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1, got {list(value)}")
     return box  # type: ignore[return-value]

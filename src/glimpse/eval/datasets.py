@@ -121,22 +121,13 @@ def _vqa_hat(root: Path, out: Path, limit: int | None, split: str) -> Prepared:
         match = re.fullmatch(r"(\d+)_(\d+)\.png", path.name)
         if match:
             by_question[int(match.group(1))].append(path)
-    asked = {q["question_id"]: q for q in _json(questions.path)["questions"]}
-    answers = _answers(annotations)
-    rows, unknown = [], 0
-    for qid in sorted(by_question):
-        if qid not in asked:
-            unknown += 1
-            continue
-        if limit is not None and len(rows) == limit:
-            break
-        question = asked[qid]
-        image = images.path / f"COCO_{split}2014_{question['image_id']:012d}.jpg"
+    answers, rows, unknown = _answers(annotations), [], []
+    for qid, question, image in _coco_questions(by_question, questions.path, images.path, split, limit, unknown):
         target = out / "maps" / f"{qid}.png"
         _write_mean_map(sorted(by_question[qid]), image, target)
         rows.append({"id": f"vqahat-{qid}", "image": str(image), "question": question["question"],
                      "attention_map": str(target), **_expected(answers.get(qid))})
-    return _written(out, rows, "VQA-HAT", root, {"maps of questions not in the questions file": unknown})
+    return _written(out, rows, "VQA-HAT", root, {"maps of questions not in the questions file": len(unknown)})
 
 
 def _write_mean_map(paths: list[Path], image: Path, target: Path) -> None:
@@ -170,17 +161,8 @@ def _vqa_mhug(root: Path, out: Path, limit: int | None, split: str) -> Prepared:
     for where, row in _table(text_gaze.path, ("question_id", "word")):
         words[_int(row, "question_id", where)][_int(row, "word", where)] += (
             _float(row, "duration", where) if row.get("duration") not in (None, "") else 1.0)
-    asked = {q["question_id"]: q for q in _json(questions.path)["questions"]}
-    answers = _answers(annotations)
-    rows, unknown = [], 0
-    for qid in sorted(points):
-        if qid not in asked:
-            unknown += 1
-            continue
-        if limit is not None and len(rows) == limit:
-            break
-        question = asked[qid]
-        image = images.path / f"COCO_{split}2014_{question['image_id']:012d}.jpg"
+    answers, rows, unknown = _answers(annotations), [], []
+    for qid, question, image in _coco_questions(points, questions.path, images.path, split, limit, unknown):
         target = out / "fixations" / f"{qid}.png"
         _write_fixation_counts(points[qid], image, target)
         row = {"id": f"mhug-{qid}", "image": str(image), "question": question["question"], "fixations": str(target),
@@ -192,7 +174,7 @@ def _vqa_mhug(root: Path, out: Path, limit: int | None, split: str) -> Prepared:
                                    f"{max(words[qid])} (words are counted from 0)")
             row["question_fixations"] = [words[qid].get(w, 0.0) for w in range(count)]
         rows.append(row)
-    return _written(out, rows, "VQA-MHUG", root, {"fixations of questions not in the questions file": unknown})
+    return _written(out, rows, "VQA-MHUG", root, {"fixations of questions not in the questions file": len(unknown)})
 
 
 def _write_fixation_counts(points: list[tuple[float, float]], image: Path, target: Path) -> None:
@@ -271,6 +253,23 @@ def _order(qid: str) -> tuple[int, str]:
 
 
 # --- shared ---------------------------------------------------------------------------------------
+def _coco_questions(ids: Iterable[int], questions: Path, images: Path, split: str, limit: int | None,
+                    unknown: list[int]) -> Iterable[tuple[int, dict[str, Any], Path]]:
+    """(question id, VQA question, COCO image path) for the first `limit` of `ids` in id order that the
+    questions file has; the others are appended to `unknown`."""
+    asked = {q["question_id"]: q for q in _json(questions)["questions"]}
+    given = 0
+    for qid in sorted(ids):
+        if qid not in asked:
+            unknown.append(qid)
+            continue
+        if limit is not None and given == limit:
+            return
+        given += 1
+        yield qid, asked[qid], images / f"COCO_{split}2014_{asked[qid]['image_id']:012d}.jpg"
+
+
+
 @dataclass
 class _Part:
     name: str
