@@ -31,6 +31,10 @@ def load_image(source: ImageInput) -> Image.Image:
             image.load()
         except UnidentifiedImageError:
             raise ImageError(f"not an image file (PIL cannot identify it): {path}") from None
+        except Image.DecompressionBombError:
+            raise ImageError(f"{path} declares more pixels than is safe to decode (over "
+                             f"{2 * Image.MAX_IMAGE_PIXELS:,}): a decompression bomb, or a far larger image than a "
+                             "model takes; shrink it first") from None
         except OSError as exc:
             raise ImageError(f"cannot read image {path}: {exc}") from None
     return _to_rgb(ImageOps.exif_transpose(image))

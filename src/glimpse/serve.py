@@ -164,6 +164,8 @@ def read_upload(path: Path) -> Image.Image:
     try:
         with Image.open(path) as picture:
             width, height = picture.size
+    except Image.DecompressionBombError:
+        raise GlimpseError(f"{path.name} has more than {MAX_PIXELS:,} pixels") from None
     except OSError:
         raise GlimpseError(f"{path.name} is not an image file (PNG, JPEG, WebP, ...)") from None
     if width * height > MAX_PIXELS:

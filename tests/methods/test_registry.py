@@ -154,3 +154,24 @@ def test_a_method_written_in_one_class_runs_everywhere_a_builtin_does(tiny_llava
         assert "<th>row_sums</th>" in (tmp_path / "e" / "report.html").read_text()
     finally:
         unregister_method("last_layer_attention_for_test")
+
+
+@pytest.mark.parametrize("text, value", [("exclude_sinks=False", False), ("exclude_sinks=FALSE", False),
+                                         ("exclude_sinks=true", True), ("exclude_sinks=True", True)])
+def test_booleans_are_read_strictly(text, value):
+    from glimpse.methods import parse_options
+
+    options = parse_options([text])
+    assert options == {"exclude_sinks": value} and get_method("glimpse", **options).exclude_sinks is value
+
+
+def test_a_boolean_option_refuses_other_text_and_numbers_must_be_finite():
+    from glimpse.methods import parse_options
+
+    with pytest.raises(glimpse.OptionError, match="'exclude_sinks' of method 'glimpse' must be bool, got 'no'"):
+        get_method("glimpse", **parse_options(["exclude_sinks=no"]))
+    for text in ("head_lambda=NaN", "depth_lambda=Infinity", "head_lambda=-Infinity"):
+        with pytest.raises(glimpse.OptionError, match="must be a finite number"):
+            get_method("glimpse", **parse_options([text]))
+    with pytest.raises(glimpse.OptionError, match="must be a finite number, got nan"):
+        get_method("glimpse", head_lambda=float("nan"))

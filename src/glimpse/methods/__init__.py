@@ -8,6 +8,7 @@ docs read both from there.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from typing import Any
@@ -63,6 +64,8 @@ def get_method(name: str, **options: Any) -> Method:
 def check_option_type(cls: type[Method], option: str, value: Any) -> None:
     """Refuse a value whose type the constructor's annotation does not admit (an int is a float;
     a bool is neither), so a wrong type is an `OptionError`, not a crash inside the method."""
+    if isinstance(value, float) and not math.isfinite(value):  # NaN would flow into every score and the JSON
+        raise OptionError(f"option {option!r} of method {cls.name!r} must be a finite number, got {value!r}")
     expected = typing.get_type_hints(cls.__init__).get(option)
     allowed = typing.get_args(expected) if isinstance(expected, types.UnionType) else (expected,)
     if expected is None or any(_admits(kind, value) for kind in allowed):
@@ -81,7 +84,8 @@ def _admits(kind: Any, value: Any) -> bool:
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """KEY=VALUE texts as method options: values are read as JSON where they parse (numbers, true,
-    null, ...), else kept as text; dashes in keys become underscores."""
+    null, ...), True and False in any case as booleans, else kept as text (which a boolean option
+    refuses); dashes in keys become underscores."""
     options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -90,7 +94,7 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            value = text
+            value = {"true": True, "false": False}.get(text.strip().lower(), text)
         options[key.strip().replace("-", "_")] = value
     return options
 
