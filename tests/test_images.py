@@ -74,3 +74,29 @@ def test_a_decompression_bomb_is_an_image_error_before_any_pixel_is_decoded(tmp_
     assert bomb.stat().st_size < 100
     with pytest.raises(ImageError, match="bomb.png declares more pixels than is safe to decode"):
         load_image(bomb)
+
+
+@pytest.mark.parametrize("mode, values", [("I;16", np.array([[1000, 3000], [5000, 9000]], np.uint16)),
+                                          ("F", np.array([[0.1, 0.2], [0.3, 0.5]], np.float32))])
+def test_wide_grey_images_are_scaled_by_their_range_with_a_warning(tmp_path, mode, values):
+    from glimpse import GlimpseWarning
+
+    picture = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values, mode="F")
+    assert picture.mode == mode
+    with pytest.warns(GlimpseWarning, match=f"a {mode} image was converted to 8-bit RGB by its range"):
+        rgb = load_image(picture)
+    grey = np.asarray(rgb)[..., 0].astype(float)
+    expected = (values - values.min()) / (values.max() - values.min()) * 255
+    np.testing.assert_allclose(grey, expected.round(), atol=1)
+    assert rgb.mode == "RGB" and grey.max() == 255 and grey.min() == 0
+
+
+def test_arrays_are_images_and_other_objects_are_refused():
+    array = np.zeros((4, 6, 3), np.uint8)
+    array[0, 0] = 255
+    assert load_image(array).size == (6, 4) and load_image(array).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(np.full((4, 6), 0.5)).getpixel((1, 1)) == (128, 128, 128)
+    for bad, message in ((np.zeros((4, 6, 2), np.uint8), "shape"), (np.full((2, 2), 3.0), "floats in"),
+                         (np.zeros((0, 3), np.uint8), "shape"), (None, "got NoneType"), (42, "got int")):
+        with pytest.raises(ImageError, match=message):
+            load_image(bad)

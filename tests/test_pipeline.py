@@ -3,6 +3,7 @@
 import logging
 import warnings
 
+import numpy as np
 import pytest
 
 import glimpse
@@ -58,3 +59,23 @@ def test_scene_detector_accepts_scenes_and_refuses_other_images():
     assert all(world.is_scene(world.make_sample(seed).image) for seed in range(100))
     assert not any(world.is_scene(rand_image(224, 224, seed=seed)) for seed in range(5))
     assert not world.is_scene(world.make_sample(0).image.resize((300, 300)))
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ({"image": None}, "ImageError", "got NoneType"), ({"image": []}, "ImageError", "no image given"),
+    ({"max_new_tokens": 0}, "AnswerError", "max_new_tokens must be a whole number of at least 1, got 0"),
+    ({"max_answer_tokens": -1}, "AnswerError", "max_answer_tokens must be a whole number of at least 1, got -1"),
+    ({"max_answer_tokens": 1.5}, "AnswerError", "got 1.5")])
+def test_bad_arguments_are_one_glimpse_error(shipped, arguments, error, message):
+    sample = world.make_sample(11)
+    call = {"image": sample.image, **arguments}
+    with pytest.raises(getattr(glimpse, error), match=message):
+        glimpse.explain(shipped.model, shipped.processor, call.pop("image"), sample.question, **call)
+
+
+def test_an_array_image_is_explained_as_its_picture(shipped):
+    sample = world.make_sample(11)
+    from_array = glimpse.explain(shipped.model, shipped.processor, np.asarray(sample.image), sample.question)
+    from_picture = glimpse.explain(shipped.model, shipped.processor, sample.image, sample.question)
+    assert from_array.answer == from_picture.answer
+    np.testing.assert_allclose(from_array.visual, from_picture.visual, rtol=1e-5, atol=1e-7)

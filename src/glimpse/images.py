@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import GlimpseWarning, ImageError
 
-ImageInput = Union[str, Path, Image.Image]
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 
 def load_image(source: ImageInput) -> Image.Image:
@@ -20,6 +22,11 @@ def load_image(source: ImageInput) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         image = source
+    elif isinstance(source, np.ndarray):
+        image = _from_array(source)
+    elif not isinstance(source, (str, Path)):
+        raise ImageError(f"an image is a file path, a PIL image or a numpy array (height x width [x 3 or 4]); "
+                         f"got {type(source).__name__}")
     else:
         path = Path(source)
         if not path.exists():
@@ -40,9 +47,36 @@ def load_image(source: ImageInput) -> Image.Image:
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
+def _from_array(array: np.ndarray) -> Image.Image:
+    """A height x width (grey) or height x width x 3 / 4 array: uint8 as it is, floats in [0, 1] scaled to 255."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)) or 0 in array.shape:
+        raise ImageError(f"an image array is height x width or height x width x 3 (or 4), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return Image.fromarray(array)
+    if np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all() and 0 <= array.min() and array.max() <= 1:
+        return Image.fromarray((array * 255).round().astype(np.uint8))
+    raise ImageError(f"an image array is uint8, or floats in [0, 1]; got {array.dtype} from {array.min()} to {array.max()}")
+
+
+# Modes of more than 8 bits a channel, which PIL's convert("RGB") clips at 255 (a 16-bit scan turns white).
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _rescaled(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float grey image as RGB by its own range (lowest value black, highest white)."""
+    values = np.asarray(image.convert("F"), dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    warnings.warn(f"a {image.mode} image was converted to 8-bit RGB by its range {low:g}..{high:g}", GlimpseWarning,
+                  stacklevel=3)
+    scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+    return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
+    if image.mode in WIDE_MODES:
+        return _rescaled(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA"):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import AnswerError, DomainWarning, PromptError, ResourceError, note
+from .errors import AnswerError, DomainWarning, ImageError, PromptError, ResourceError, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
@@ -33,6 +33,9 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     Every fallback taken is warned about (`glimpse.GlimpseWarning`) and listed in `notes`.
     """
     chosen = get_method(method, **options)
+    for name, value in (("max_new_tokens", max_new_tokens), ("max_answer_tokens", max_answer_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise AnswerError(f"{name} must be a whole number of at least 1, got {value!r}")
     images, adapter, prompt_text, inputs = _encoded(model, processor, image, prompt, system_prompt)
     if answer is None:
         answer_ids = _generate(model, adapter, inputs, max_new_tokens)
@@ -81,7 +84,10 @@ def _encoded(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput
     """The prompt checked, the images read, the model's adapter, the rendered prompt and the model's inputs."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError("the prompt is empty: give the question to ask about the image")
-    images = [load_image(x) for x in (image if isinstance(image, (list, tuple)) else [image])]
+    sources = image if isinstance(image, (list, tuple)) else [image]
+    if not sources:
+        raise ImageError("no image given: pass an image (a path, a PIL image or an array) or a list of them")
+    images = [load_image(x) for x in sources]
     adapter = adapter_for(model, processor)
     prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
     return images, adapter, prompt_text, model_inputs(adapter.encode(images, prompt_text), model)
