@@ -178,3 +178,9 @@ def test_a_damaged_folder_is_one_clear_error(explanation, tmp_path):
     (tmp_path / "e" / "explanation.json").write_text(json.dumps(doc))
     with pytest.raises(glimpse.GlimpseError, match="schema version 1 to 2"):
         Explanation.load(tmp_path / "e")
+
+
+def test_every_saved_file_takes_the_same_permissions(explanation, tmp_path):
+    folder = explanation.save(tmp_path / "saved")
+    modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
+    assert len(set(modes.values())) == 1, modes

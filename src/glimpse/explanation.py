@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save as safetensors_bytes
 
 from . import maps
 from .errors import GlimpseError
@@ -196,7 +197,8 @@ class Explanation:
     def save(self, folder: str | Path, figures: bool = True) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.arrays(), str(folder / "arrays.safetensors"))
+        # As bytes, so the file takes the user's umask like the others (save_file writes it 0600).
+        (folder / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
         for i, picture in enumerate(self.images):
             picture.save(folder / f"image_{i}.png")
         (folder / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
