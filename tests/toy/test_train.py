@@ -151,3 +151,22 @@ def test_a_deeper_model_grown_from_a_trained_one_answers_like_it_until_trained(t
     for other in (replace(deeper.dims, text_width=64), TINY.dims):  # another shape; not deeper
         with pytest.raises(glimpse.TrainingError, match="fewer language layers"):
             train.train(tmp_path / "other", seed=0, cfg=replace(deeper, dims=other))
+
+
+class _Planted:
+    """Unpickling this runs code: what a crafted checkpoint would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.mkdir, (self.target,))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_refused_in_words(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"config": _Planted(tmp_path / "planted")}, out / "ckpt.pt")
+    with pytest.raises(glimpse.TrainingError, match="is not a checkpoint of this trainer"):
+        train.train(out, seed=1, cfg=TINY)
+    assert not (tmp_path / "planted").exists()

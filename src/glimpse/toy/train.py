@@ -297,6 +297,17 @@ def _save_ckpt(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: an interrupted write never leaves a broken checkpoint
 
 
+def _load_ckpt(path: Path) -> dict:
+    """A checkpoint `_save_ckpt` wrote: tensors and plain data only, so a crafted file runs no code."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"{path} is not a checkpoint of this trainer ({first}); move it away to train afresh") from None
+
+
 def train(out_dir: str | Path, seed: int = 0, cfg: TrainConfig | None = None,
           stop_after: int | None = None) -> Path:
     """Train (or resume) into ``out_dir``; returns the final model folder ``out_dir/model``.
@@ -336,7 +347,7 @@ def _train(out: Path, seed: int, cfg: TrainConfig, stop_after: int | None) -> Pa
     stage, step = 0, 0
     opt, sched = _optimizer(cfg, 0, model, head)
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = _load_ckpt(ckpt_path)
         if ck["config"] != _identity(cfg) or ck["seed"] != seed:
             raise TrainingError(f"{ckpt_path} was written with another recipe; train into a fresh run folder")
         model.load_state_dict(ck["model"])
