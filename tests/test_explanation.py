@@ -184,3 +184,23 @@ def test_every_saved_file_takes_the_same_permissions(explanation, tmp_path):
     folder = explanation.save(tmp_path / "saved")
     modes = {path.name: path.stat().st_mode & 0o777 for path in folder.iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_pictures_of_a_large_image_are_bounded_to_a_screen(explanation):
+    from dataclasses import replace
+
+    from glimpse.render import DISPLAY_SIDE, displayed_map, overlay
+
+    big = explanation.images[0].resize((6000, 3000))
+    layout = explanation.layouts[0]
+    scale = 6000 / layout.width, 3000 / layout.height
+    tiles = tuple(replace(t, box=(t.box[0] * scale[0], t.box[1] * scale[1], t.box[2] * scale[0], t.box[3] * scale[1]))
+                  for t in layout.tiles)
+    large = replace(explanation, images=[big], layouts=[replace(layout, width=6000, height=3000, tiles=tiles)])
+    picture = overlay(large)
+    assert picture.size == (DISPLAY_SIDE, DISPLAY_SIDE // 2)
+    values, seen = displayed_map(large)
+    assert values.shape == (DISPLAY_SIDE // 2, DISPLAY_SIDE) and seen.shape == values.shape
+    small, _ = displayed_map(explanation)
+    np.testing.assert_allclose(small, explanation.visual_map(0), rtol=1e-6)  # an image that fits is drawn as it is
+    assert values.max() == pytest.approx(small.max(), rel=0.05) and values.min() == pytest.approx(small.min(), abs=1e-3)

@@ -100,3 +100,15 @@ def test_arrays_are_images_and_other_objects_are_refused():
                          (np.zeros((0, 3), np.uint8), "shape"), (None, "got NoneType"), (42, "got int")):
         with pytest.raises(ImageError, match=message):
             load_image(bad)
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    import glimpse.images
+
+    monkeypatch.setattr(glimpse.images, "MAX_PIXELS", 100)
+    Image.new("RGB", (11, 10)).save(tmp_path / "big.png")
+    for source, name in ((tmp_path / "big.png", "big.png"), (Image.new("RGB", (11, 10)), "the image"),
+                         (np.zeros((10, 11, 3), np.uint8), "the image array")):
+        with pytest.raises(ImageError, match=f"{name} has 11 x 10 pixels, more than glimpse takes .*MAX_PIXELS"):
+            load_image(source)
+    assert load_image(Image.new("RGB", (10, 10))).size == (10, 10)

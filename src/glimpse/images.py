@@ -12,18 +12,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import GlimpseWarning, ImageError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
+MAX_PIXELS = 100_000_000  # 100 megapixels: larger than any camera photo, far below what would exhaust memory
 
 
 def load_image(source: ImageInput) -> Image.Image:
     """Return `source` as an upright RGB image.
 
     EXIF rotation is applied so the map lines up with what the user sees; grayscale, palette and
-    RGBA images become RGB (alpha composited on white, as viewers show it).
+    RGBA images become RGB (alpha composited on white, as viewers show it). An image of more than
+    `MAX_PIXELS` pixels is refused before its pixels are decoded (set `glimpse.images.MAX_PIXELS` to
+    take larger ones).
     """
     if isinstance(source, Image.Image):
-        image = source
+        image = _checked_size(source, "the image")
     elif isinstance(source, np.ndarray):
-        image = _from_array(source)
+        image = _checked_size(_from_array(source), "the image array")
     elif not isinstance(source, (str, Path)):
         raise ImageError(f"an image is a file path, a PIL image or a numpy array (height x width [x 3 or 4]); "
                          f"got {type(source).__name__}")
@@ -34,7 +37,7 @@ def load_image(source: ImageInput) -> Image.Image:
         if not path.is_file():
             raise ImageError(f"image path is not a file: {path}")
         try:
-            image = Image.open(path)
+            image = _checked_size(Image.open(path), str(path))
             image.load()
         except UnidentifiedImageError:
             raise ImageError(f"not an image file (PIL cannot identify it): {path}") from None
@@ -45,6 +48,14 @@ def load_image(source: ImageInput) -> Image.Image:
         except OSError as exc:
             raise ImageError(f"cannot read image {path}: {exc}") from None
     return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def _checked_size(image: Image.Image, name: str) -> Image.Image:
+    if image.width * image.height > MAX_PIXELS:
+        raise ImageError(f"{name} has {image.width} x {image.height} pixels, more than glimpse takes "
+                         f"({MAX_PIXELS:,}: a model sees a few megapixels at most); shrink it, or raise "
+                         "glimpse.images.MAX_PIXELS")
+    return image
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

@@ -67,6 +67,16 @@ class ImageLayout:
     def positions(self) -> list[int]:
         return [p for tile in self.tiles for p in tile.positions]
 
+    def within(self, side: int) -> ImageLayout:
+        """The same layout on the image shrunk to at most `side` pixels a side (itself if it fits):
+        what a picture of the map needs, at a fraction of a large photograph's memory."""
+        factor = side / max(self.width, self.height)
+        if factor >= 1:
+            return self
+        tiles = tuple(ImageTile(t.rows, t.cols, tuple(v * factor for v in t.box), t.positions) for t in self.tiles)
+        return ImageLayout(max(1, round(self.width * factor)), max(1, round(self.height * factor)), tiles,
+                           self.positions_axis)
+
     def to_dict(self) -> dict:
         data = {"width": self.width, "height": self.height, "tiles": [t.to_dict() for t in self.tiles]}
         if self.positions_axis != SEQUENCE:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 COLORMAP = "jet"
 ALPHA = 0.5
+DISPLAY_SIDE = 2048  # longest side of a rendered map (PNG, report, figure): a screen's, whatever the photo's
 REPORT_SIDE = 360  # longest side of the pictures embedded in HTML pages (by default)
 IMAGE_SIDE = 512  # longest side at which the report shows an image: readable, and the file stays a few MB
 EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t)",
@@ -29,15 +30,26 @@ EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t
 
 
 def overlay(explanation: Explanation, image: int = 0, token: int | None = None, alpha: float = ALPHA,
-            colormap: str = COLORMAP, **normalisation) -> Image.Image:
+            colormap: str = COLORMAP, side: int = DISPLAY_SIDE, **normalisation) -> Image.Image:
     """The map, normalised (`normalisation`: the options of `maps.normalise`), blended over the original
-    image in `colormap` with opacity `alpha`; regions the model never saw are dimmed."""
-    values = explanation.visual_map(image, token, resolution="image")
-    seen = maps.coverage(explanation.layouts[image])
+    image in `colormap` with opacity `alpha`, at most `side` pixels a side; regions the model never saw
+    are dimmed."""
+    values, seen = displayed_map(explanation, image, token, side)
     heat = colormaps[colormap](maps.normalise(values, seen, **normalisation))[..., :3]
-    base = np.asarray(explanation.images[image].convert("RGB"), dtype=np.float32) / 255.0
+    picture = explanation.images[image].convert("RGB")
+    if picture.size != (seen.shape[1], seen.shape[0]):
+        picture = picture.resize((seen.shape[1], seen.shape[0]), Image.BILINEAR)
+    base = np.asarray(picture, dtype=np.float32) / 255.0
     blended = np.where(seen[..., None], (1 - alpha) * base + alpha * heat, 0.35 * base)
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def displayed_map(explanation: Explanation, image: int = 0, token: int | None = None,
+                  side: int = DISPLAY_SIDE) -> tuple[np.ndarray, np.ndarray]:
+    """The raw map and the pixels the model saw, at the image's size shrunk to at most `side` a side:
+    the map itself has only the token grid's detail, and a picture needs no more than a screen's."""
+    layout = explanation.layouts[image].within(side)
+    return maps.to_image(layout, explanation.image_scores(image, token)), maps.coverage(layout)
 
 
 def agg_figure(**options) -> Figure:
@@ -94,8 +106,9 @@ def model_name(model_id: str) -> str:
 def map_range(explanation: Explanation, image: int = 0, token: int | None = None) -> tuple[float, float]:
     """The raw values at the colormap's two ends in `overlay` (min-max normalisation): the map's
     lowest and highest value over the pixels the model saw."""
-    seen = explanation.visual_map(image, token)[maps.coverage(explanation.layouts[image])]
-    return (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
+    values, seen = displayed_map(explanation, image, token)
+    values = values[seen]
+    return (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
 
 
 def colour_gradient(colormap: str = COLORMAP, stops: int = 17) -> str:
