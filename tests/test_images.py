@@ -112,3 +112,13 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, monk
         with pytest.raises(ImageError, match=f"{name} has 11 x 10 pixels, more than glimpse takes .*MAX_PIXELS"):
             load_image(source)
     assert load_image(Image.new("RGB", (10, 10))).size == (10, 10)
+
+
+def test_a_multi_frame_image_is_explained_by_its_first_frame_with_a_warning(tmp_path):
+    from glimpse import GlimpseWarning
+
+    frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.warns(GlimpseWarning, match="moving.gif has 2 frames; the first is explained"):
+        picture = load_image(tmp_path / "moving.gif")
+    assert picture.getpixel((0, 0))[0] > 200

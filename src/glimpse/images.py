@@ -47,6 +47,9 @@ def load_image(source: ImageInput) -> Image.Image:
                              "model takes; shrink it first") from None
         except OSError as exc:
             raise ImageError(f"cannot read image {path}: {exc}") from None
+    if getattr(image, "n_frames", 1) > 1:
+        warnings.warn(f"{source if isinstance(source, (str, Path)) else 'the image'} has {image.n_frames} frames; "
+                      "the first is explained", GlimpseWarning, stacklevel=2)
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
