@@ -15,6 +15,7 @@ from .errors import (
     CaptureError,
     CostWarning,
     DomainWarning,
+    ExplanationError,
     FallbackWarning,
     GlimpseError,
     GlimpseWarning,
@@ -52,10 +53,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AnswerError", "BatchError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "FallbackWarning", "GlimpseError",
-    "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError", "ModelLoadError", "OptionError",
-    "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError", "adapter_for", "explain",
-    "get_method",
+    "AnswerError", "BatchError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "ExplanationError",
+    "FallbackWarning", "GlimpseError", "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError",
+    "ModelLoadError", "OptionError", "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError",
+    "adapter_for", "explain", "get_method",
     "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter",
     "unregister_method", "__version__",
 ]

@@ -7,7 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Optional
 
@@ -28,16 +28,39 @@ def fail(message: str) -> None:
 
 
 def new_output_folder(out: Optional[Path], overwrite: bool) -> Path:
-    """A folder for the outputs that never overwrites earlier results unless asked to."""
+    """A folder for the outputs that never overwrites earlier results unless asked to, checked to be
+    writable before any work is done. The default, glimpse-out/run-NNN, is created here, exclusively:
+    two runs at once in one directory take two numbers."""
+    import os
+    import tempfile
+
     if out is None:
         base = Path("glimpse-out")
         n = 1
-        while (base / f"run-{n:03d}").exists():
-            n += 1
-        return base / f"run-{n:03d}"
-    if out.exists() and not out.is_dir():
-        fail(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+        while True:
+            folder = base / f"run-{n:03d}"
+            try:
+                base.mkdir(exist_ok=True)
+                folder.mkdir()  # never exist_ok: a folder another run took is that run's
+                return folder
+            except FileExistsError:
+                if not base.is_dir():
+                    fail(f"cannot make the output folder {folder}: {base} exists and is not a folder; pass --out")
+                n += 1
+            except OSError as exc:
+                fail(f"cannot make the output folder {folder}: {Path.cwd()} is not writable ({exc.strerror or exc}); "
+                     "run from another directory or pass --out")
+    place = out  # the folder itself or, when it is yet to be made, the nearest folder above it
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    if not place.is_dir():
+        fail(f"--out {out} exists and is not a folder" if place == out else f"--out {out}: {place} is not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".glimpse-write-check-", dir=place))
+        held = out.exists() and any(out.iterdir())
+    except OSError as exc:
+        fail(f"--out {out}: {place.absolute()} is not writable ({exc.strerror or exc}); choose another folder")
+    if held and not overwrite:
         fail(f"--out {out} already holds files; choose another folder or pass --overwrite")
     return out
 
@@ -92,6 +115,10 @@ def explain(
         result.save(folder)
     except GlimpseError as exc:
         fail(str(exc))
+    finally:
+        if out is None:
+            with suppress(OSError):
+                folder.rmdir()  # the run folder taken for a run that wrote nothing (it fails when it holds files)
     report_result(result, folder)
 
 
@@ -209,15 +236,21 @@ def demo(
                                         help="Another shapes-world model folder (e.g. one you trained). Default: shipped."),
 ) -> None:
     """Offline demo on the shipped shapes-world model: draw a scene, ask, answer, explain."""
+    from .folders import staged_folder
     from .toy.demo import run_demo
 
     folder = new_output_folder(out, overwrite)
     try:
         quiet_transformers()
-        with shown_as_lines():
-            result = run_demo(folder, seed, model)
+        # Written at once, its answer-word picture included (saved after the explanation).
+        with shown_as_lines(), staged_folder(folder) as staging:
+            result = run_demo(staging, seed, model)
     except GlimpseError as exc:
         fail(str(exc))
+    finally:
+        if out is None:
+            with suppress(OSError):
+                folder.rmdir()  # the run folder taken for a run that wrote nothing (it fails when it holds files)
     sample = result.sample
     verdict = "correct" if result.explanation.answer == sample.answer else f"expected: {sample.answer}"
     typer.echo(f"scene {seed}: {len(sample.objects)} object(s): "

@@ -54,6 +54,11 @@ class BatchError(GlimpseError):
     other settings, an unsafe item id."""
 
 
+class ExplanationError(GlimpseError):
+    """A saved explanation is damaged or not one (a missing or mistyped field, arrays of the wrong shape,
+    an index out of range, a file reference outside its folder)."""
+
+
 class OptionError(MethodError):
     """An option the chosen method does not take, or a value it refuses."""
 

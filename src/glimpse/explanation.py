@@ -18,13 +18,14 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as safetensors_bytes
 
 from . import maps
-from .errors import GlimpseError
+from .errors import ExplanationError, GlimpseError
+from .folders import staged_folder
 from .layout import ImageLayout
+from .saved import SCHEMA_VERSION, CheckedArrays, check_document, damaged, inside_folder
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SCHEMA_VERSION = 2
 # The core every method fills, saved under these names in arrays.safetensors.
 ARRAYS = ("token_visual", "visual", "token_prompt", "prompt", "token_weights", "probs", "ranking")
 DETAILS_PREFIX = "details."
@@ -195,43 +196,67 @@ class Explanation:
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
 
     def save(self, folder: str | Path, figures: bool = True) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        # As bytes, so the file takes the user's umask like the others (save_file writes it 0600).
-        (folder / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
-        for i, picture in enumerate(self.images):
-            picture.save(folder / f"image_{i}.png")
-        (folder / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-        if figures:
-            for i in range(len(self.images)):
-                self.to_png(folder / ("overlay.png" if i == 0 else f"overlay_{i}.png"), image=i)
-            self.to_html(folder / "report.html")
-        return folder
+        """Write the explanation to `folder` (created, with its parents, where it is absent), at once:
+        every file is written into a temporary sibling folder that then takes the folder's place
+        (`staged_folder`), so an error or an interruption leaves no half-written folder. Into a folder
+        that already holds files, as before, its own files replace their namesakes and the others stay."""
+        with staged_folder(folder) as staging:
+            # As bytes, so the file takes the user's umask like the others (save_file writes it 0600).
+            (staging / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
+            for i, picture in enumerate(self.images):
+                picture.save(staging / f"image_{i}.png")
+            (staging / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+            if figures:
+                for i in range(len(self.images)):
+                    self.to_png(staging / ("overlay.png" if i == 0 else f"overlay_{i}.png"), image=i)
+                self.to_html(staging / "report.html")
+        return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> Explanation:
-        """Read a saved explanation (schema version 2, or 1 from glimpse 0.1.0, converted)."""
+        """Read a saved explanation (schema version 2, or 1 from glimpse 0.1.0, converted). The document
+        and the arrays are checked first (`from_document`), and every file the document names must lie
+        inside `folder`: a damaged or tampered folder is one `ExplanationError` naming the field."""
         folder = Path(folder)
         path = folder / "explanation.json"
         if not path.is_file():
-            raise GlimpseError(f"no explanation.json in {folder}")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        version = doc.get("schema_version", 0)
-        if doc.get("schema") != "glimpse.explanation" or not 1 <= version <= SCHEMA_VERSION:
-            raise GlimpseError(f"{path} is not a glimpse explanation of schema version 1 to {SCHEMA_VERSION}")
+            raise ExplanationError(f"no explanation.json in {folder}")
         try:
-            images = []
-            for item in doc["images"]:
-                with Image.open(folder / item["file"]) as picture:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise damaged(folder, "explanation.json", f"is not valid JSON ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise damaged(folder, "explanation.json", f"cannot be read ({exc})") from None
+        check_document(doc, folder)
+        images = []
+        for i, item in enumerate(doc["images"]):
+            name = f"images[{i}].file"
+            file = inside_folder(folder, item["file"], name)
+            layout = item["layout"]
+            try:
+                with Image.open(file) as picture:
+                    if picture.size != (layout["width"], layout["height"]):
+                        raise damaged(folder, name, f"is a {picture.width} x {picture.height} image, but its layout is "
+                                                     f"{layout['width']} x {layout['height']}")
                     images.append(picture.convert("RGB"))
-            return cls.from_document(doc, load_file(str(folder / doc["arrays"])), images)
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise GlimpseError(f"{folder} holds a damaged explanation ({type(exc).__name__}: {exc})") from None
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise damaged(folder, name, f"{item['file']!r} is not a readable image ({exc})") from None
+        file = inside_folder(folder, doc["arrays"], "arrays")
+        try:
+            arrays = load_file(str(file))
+        except Exception as exc:  # safetensors raises its own SafetensorError as well as OSError
+            raise damaged(folder, "arrays", f"{doc['arrays']!r} is not a readable safetensors file ({exc})") from None
+        return cls.from_document(doc, arrays, images, source=folder)
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray], images: list[Image.Image]) -> Explanation:
-        """An explanation from its `to_dict()` document (schema version 1 or 2), its arrays and its images."""
-        fields = _fields_v2(doc, arrays) if doc["schema_version"] == 2 else from_version_1(doc, arrays)
+    def from_document(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray], images: list[Image.Image], *,
+                      source: str | Path = "the given document") -> Explanation:
+        """An explanation from its `to_dict()` document (schema version 1 or 2), its arrays and its images.
+        The document's fields and the arrays' names, types and shapes are checked first: a problem is an
+        `ExplanationError` naming the field and `source` (the folder it came from)."""
+        sizes = check_document(doc, source)
+        convert = _fields_v2 if doc["schema_version"] == 2 else from_version_1
+        fields = convert(doc, CheckedArrays(arrays, sizes, source))
         return cls(
             question=doc["question"], answer=doc["answer"], answer_tokens=doc["answer_tokens"],
             answer_token_ids=doc["answer_token_ids"], answer_generated=doc["answer_generated"],
@@ -241,13 +266,13 @@ class Explanation:
             question_located=doc["question_located"], approximate=doc["approximate"], extra=doc["extra"], **fields)
 
 
-def _fields_v2(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {**{name: arrays[name] for name in ARRAYS}, "explained": doc["explained"], "ranking_by": doc["ranking_by"],
-            "details": {name: arrays[DETAILS_PREFIX + name] for name in doc["details"]},
+def _fields_v2(doc: dict[str, Any], arrays: CheckedArrays) -> dict[str, Any]:
+    return {**{name: arrays.core(name) for name in ARRAYS}, "explained": doc["explained"], "ranking_by": doc["ranking_by"],
+            "details": {name: arrays.get(DETAILS_PREFIX + name) for name in doc["details"]},
             "details_doc": dict(doc["details"]), "notes": list(doc["notes"]), "cost": dict(doc["cost"])}
 
 
-def from_version_1(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+def from_version_1(doc: dict[str, Any], arrays: CheckedArrays | dict[str, np.ndarray]) -> dict[str, Any]:
     """The version 2 fields of a version 1 file. Version 1 made every method fill GLIMPSE's
     beta_visual, beta_prompt and gamma: beta_visual is the holistic map's token weight of every
     method (`token_weights`); only GLIMPSE's own results keep beta_prompt, gamma and alpha, in its
@@ -255,17 +280,22 @@ def from_version_1(doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[s
     from .methods import Method, list_methods
     from .methods.base import positive_contribution
 
+    if not isinstance(arrays, CheckedArrays):  # called with the plain arrays of a document: checked as from_document does
+        arrays = CheckedArrays(arrays, check_document(doc), "the given document")
     method = list_methods().get(doc["method"])
-    weights = arrays["beta_visual"]
+    weights = arrays.core("beta_visual", "token_weights")
+    token_visual = arrays.core("token_visual")
     own = method is not None and {"beta_prompt", "gamma"} <= set(method.details)
-    details = {name: arrays[name] for name in ("alpha", "beta_prompt", "gamma") if own and name in arrays}
+    # alpha is [T, len(layers)]; beta_prompt and gamma are [T], like token_weights.
+    details = {name: arrays.get(name) if name == "alpha" else arrays.core(name, "token_weights")
+               for name in ("alpha", "beta_prompt", "gamma") if own and name in arrays}
     if own:
-        ranking, ranking_by = arrays["gamma"], method.token_ranking
+        ranking, ranking_by = arrays.core("gamma", "ranking"), method.token_ranking
     else:
-        ranking = positive_contribution(weights, arrays["token_visual"])
+        ranking = positive_contribution(weights, token_visual)
         ranking_by = (method or Method).token_ranking
-    return {"token_visual": arrays["token_visual"], "visual": arrays["visual"], "token_prompt": arrays["token_prompt"],
-            "prompt": arrays["prompt"], "token_weights": weights, "probs": arrays["probs"],
+    return {"token_visual": token_visual, "visual": arrays.core("visual"), "token_prompt": arrays.core("token_prompt"),
+            "prompt": arrays.core("prompt"), "token_weights": weights, "probs": arrays.core("probs"),
             "ranking": ranking.astype(np.float32), "ranking_by": ranking_by,
             "explained": method.explains if method is not None else "logit", "details": details,
             "details_doc": {name: method.details[name] for name in details},
