@@ -20,6 +20,7 @@ from .errors import (
     GlimpseError,
     GlimpseWarning,
     ImageError,
+    InputWarning,
     MethodError,
     ModelLoadError,
     OptionError,
@@ -54,7 +55,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AnswerError", "BatchError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "ExplanationError",
-    "FallbackWarning", "GlimpseError", "GlimpseWarning", "ImageError", "ImageLayout", "ImageTile", "MethodError",
+    "FallbackWarning", "GlimpseError", "GlimpseWarning", "ImageError", "ImageLayout", "InputWarning", "ImageTile", "MethodError",
     "ModelLoadError", "OptionError", "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError",
     "adapter_for", "explain", "get_method",
     "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter",

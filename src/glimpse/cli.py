@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "and scores for the prompt words, for the whole answer and token by token.")
 
 
+ANSWER_CAP_HELP = "Explain only the first N answer tokens (default: 64, with a warning when an answer is cut)."
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -83,7 +86,7 @@ def explain(
     revision: Optional[str] = typer.Option(None, help="Model revision (branch, tag or commit) for hub ids."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
-    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help=ANSWER_CAP_HELP),
     layer_fraction: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set layer_fraction=F."),
     head_lambda: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set head_lambda=F."),
     depth_lambda: Optional[float] = typer.Option(None, help=f"{GLIMPSE_FLAG} --set depth_lambda=F."),
@@ -140,7 +143,7 @@ def compare(
                                           "repeatable."),
     tokens: Optional[int] = typer.Option(None, min=0, help="Rows for the first N answer tokens (default: 12)."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate."),
-    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help=ANSWER_CAP_HELP),
 ) -> None:
     """Methods side by side on one answer (generated once, or given): compare.html and compare.png, a
     column per method, the whole answer's maps, then a row per answer token. A method that fails on
@@ -288,7 +291,7 @@ def batch(
     revision: Optional[str] = typer.Option(None, help="Model revision (branch, tag or commit) for hub ids."),
     trust_remote_code: bool = typer.Option(False, help="Allow the model repository's own code to run."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer to generate (items without an answer)."),
-    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help="Explain only the first N answer tokens."),
+    max_answer_tokens: Optional[int] = typer.Option(None, min=1, help=ANSWER_CAP_HELP),
     limit: Optional[int] = typer.Option(None, min=1, help="Only the first N items (of this shard)."),
     fixation_top: float = typer.Option(0.1, help="The share of an attention_map's pixels (its highest) that count as "
                                                  "fixations for NSS and AUC-Judd."),

@@ -93,3 +93,9 @@ def note(notes: list[str], message: str, category: type[GlimpseWarning] = Fallba
     logger.warning(message)
     warnings.warn(message, category, stacklevel=3)
     notes.append(message)
+
+
+class InputWarning(GlimpseWarning):
+    """An input was taken in part: an answer longer than the default cap explained only up to it,
+    answer words the tokenizer does not know explained as its unknown token or left out, a model
+    whose weights lack parameters its config asks for (those start random)."""

@@ -9,14 +9,18 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import AnswerError, DomainWarning, ImageError, PromptError, ResourceError, note
+from .errors import AnswerError, DomainWarning, ImageError, InputWarning, PromptError, ResourceError, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
 from .methods.base import check_images
-from .models import adapter_for
+from .models import adapter_for, text
 from .resources import is_out_of_memory, measured
 from .toy.world import is_scene
+
+# The answer tokens explained when `max_answer_tokens` is not given: each costs a backward pass (or a
+# block of one) in most methods, and a long answer's late tokens say little about the image.
+DEFAULT_MAX_ANSWER_TOKENS = 64
 
 
 def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
@@ -26,8 +30,13 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     """Explain the model's answer to `prompt` about `image` (one image or a list).
 
     Without `answer`, the model first generates one greedily (up to `max_new_tokens`); with
-    `answer`, that given text is explained (teacher forcing). `max_answer_tokens` explains only
-    the first tokens of a long answer. `method` is any registered name (`glimpse.list_methods()`);
+    `answer`, that given text is explained (teacher forcing). Only the first `max_answer_tokens`
+    answer tokens are explained: None means `DEFAULT_MAX_ANSWER_TOKENS` (64), and an answer cut at
+    that default is warned about (`InputWarning`); a larger number raises the cap. Answer words the
+    tokenizer does not know are warned about too; an answer with no known token is an `AnswerError`.
+    Prompt, image tokens and answer must fit the model's context length (its config's
+    `max_position_embeddings`, where it gives one): a longer input is refused before any forward
+    pass. `method` is any registered name (`glimpse.list_methods()`);
     the other keyword options go to it: each method class declares its options, their defaults
     and meanings (`glimpse methods` prints them), and an option it does not take is an error.
     Every fallback taken is warned about (`glimpse.GlimpseWarning`) and listed in `notes`.
@@ -37,16 +46,28 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise AnswerError(f"{name} must be a whole number of at least 1, got {value!r}")
     images, adapter, prompt_text, inputs = _encoded(model, processor, image, prompt, system_prompt)
+    notes: list[str] = []
+    room = _room(adapter, inputs)
     if answer is None:
-        answer_ids = _generate(model, adapter, inputs, max_new_tokens)
+        answer_ids = _generate(model, adapter, inputs, min(max_new_tokens, room))
+        if len(answer_ids) == room < max_new_tokens:
+            note(notes, f"the answer was generated up to the model's context length ({adapter.context_length()} "
+                        f"tokens): it stops after {room} tokens, perhaps unfinished", InputWarning)
     else:
-        answer_ids = adapter.answer_ids(prompt_text, answer)
-    if max_answer_tokens is not None:
-        answer_ids = answer_ids[:max_answer_tokens]
+        answer_ids = _given_answer(adapter, prompt_text, answer, notes)
+    limit = DEFAULT_MAX_ANSWER_TOKENS if max_answer_tokens is None else max_answer_tokens
+    if len(answer_ids) > limit:
+        if max_answer_tokens is None:
+            note(notes, f"the answer has {len(answer_ids)} tokens; only its first {limit} are explained (the default "
+                        f"cap): give max_answer_tokens={len(answer_ids)} to explain all of it", InputWarning)
+        answer_ids = answer_ids[:limit]
+        if answer is not None and not text.known_ids(adapter.tokenizer, answer_ids):
+            raise AnswerError(f"the first {limit} answer token(s), all that are explained, hold no word the model "
+                              "knows; give a larger max_answer_tokens")
+    _check_length(adapter, inputs, len(answer_ids))
     full = adapter.with_answer(inputs, answer_ids)
     layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
     check_images(chosen, layout)
-    notes: list[str] = []
     if not layout.question_located:
         note(notes, "the question could not be located in the prompt: every non-special prompt token stands for it")
     if _is_shipped_model(model) and not all(is_scene(picture) for picture in images):
@@ -76,7 +97,8 @@ def generate_answer(model: Any, processor: Any, image: ImageInput | Sequence[Ima
     """The model's greedy answer to `prompt` about `image`, as `explain` would generate it, as the
     text its `answer=` takes: so that several methods can explain one answer generated once."""
     _, adapter, _, inputs = _encoded(model, processor, image, prompt, system_prompt)
-    return _answer_text(adapter.tokenizer, _generate(model, adapter, inputs, max_new_tokens))
+    room = _room(adapter, inputs)
+    return _answer_text(adapter.tokenizer, _generate(model, adapter, inputs, min(max_new_tokens, room)))
 
 
 def _encoded(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
@@ -89,8 +111,93 @@ def _encoded(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput
         raise ImageError("no image given: pass an image (a path, a PIL image or an array) or a list of them")
     images = [load_image(x) for x in sources]
     adapter = adapter_for(model, processor)
+    for name, value in (("prompt", prompt), ("system prompt", system_prompt)):
+        _refuse_placeholders(adapter, value, name, PromptError)
     prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
     return images, adapter, prompt_text, model_inputs(adapter.encode(images, prompt_text), model)
+
+
+def _refuse_placeholders(adapter: Any, value: str | None, name: str, error: type[Exception]) -> None:
+    """`error` when `value` holds one of the model's image placeholder texts (which glimpse inserts)."""
+    found = [marker for marker in adapter.image_placeholders() if isinstance(value, str) and marker in value]
+    if found:
+        raise error(f"the {name} contains {found[0]!r}, the model's image placeholder: remove it from the {name}; "
+                    "glimpse puts the image(s) into the model's input itself")
+
+
+def _given_answer(adapter: Any, prompt_text: str, answer: str, notes: list[str]) -> list[int]:
+    """The token ids of a given answer; an AnswerError when no token of it is known text, a warning
+    naming the words that become the unknown token or no token at all."""
+    if not isinstance(answer, str):
+        raise AnswerError(f"the answer must be text, got {type(answer).__name__}")
+    _refuse_placeholders(adapter, answer, "answer", AnswerError)
+    ids = adapter.answer_ids(prompt_text, answer)
+    tokenizer = adapter.tokenizer
+    unknown, dropped = text.unknown_words(tokenizer, answer)
+    if not text.known_ids(tokenizer, ids):
+        special = [i for i in dict.fromkeys(ids) if i in set(tokenizer.all_special_ids)
+                   and i != getattr(tokenizer, "unk_token_id", None)]
+        ends = _stop_ids(adapter.model, tokenizer, ("eos_token_id",))
+        names = [repr(tokenizer.decode([i])) + (" (the end of sequence)" if i in ends else "") for i in special]
+        what = "; ".join(part for part in (
+            f"{_quoted(unknown + dropped)} {'is' if len(unknown + dropped) == 1 else 'are'} not in its vocabulary"
+            if unknown or dropped else "",
+            f"{', '.join(names)} {'is a special token' if len(names) == 1 else 'are special tokens'}, not text"
+            if names else "") if part)
+        raise AnswerError(f"the answer {answer!r} holds no word the model knows ({what or 'no known token'}): "
+                          "give the answer in words of the model's vocabulary")
+    if unknown:
+        note(notes, f"the answer's word(s) {_quoted(unknown)} are not in the model's vocabulary: explained as its "
+                    f"unknown token {tokenizer.unk_token!r}", InputWarning)
+    if dropped:
+        note(notes, f"the answer's word(s) {_quoted(dropped)} become no token of the model's: left out of the "
+                    "explained answer", InputWarning)
+    return ids
+
+
+def _quoted(words: Sequence[str], most: int = 8) -> str:
+    shown = ", ".join(repr(w) for w in words[:most])
+    return shown + (f" and {len(words) - most} more" if len(words) > most else "")
+
+
+def _room(adapter: Any, inputs: dict[str, torch.Tensor]) -> int:
+    """How many answer tokens fit after the prompt in the model's context (a PromptError when none
+    does); unbounded where the model's config gives no context length."""
+    _check_length(adapter, inputs, 1, prompt_only=True)
+    context = adapter.context_length()
+    return (1 << 62) if context is None else context - inputs["input_ids"].shape[1]
+
+
+def _check_length(adapter: Any, inputs: dict[str, torch.Tensor], n_answer: int, prompt_only: bool = False) -> None:
+    """Refuse, before any forward pass, an input longer than the model's context length: prompt
+    (with its image tokens) plus `n_answer` answer tokens (`prompt_only`: whether the prompt leaves
+    room for one). A PromptError when the prompt alone leaves no room for an answer, else an
+    AnswerError; no check when the length is unknown."""
+    context = adapter.context_length()
+    n_prompt = int(inputs["input_ids"].shape[1])
+    if context is None or n_prompt + n_answer <= context:
+        return
+    try:
+        n_image = len(adapter.image_token_positions(inputs))
+    except (AttributeError, KeyError, TypeError):  # a family without one image token id
+        n_image = None
+    images = f", {n_image} of them standing for the image(s)" if n_image else ""
+    if prompt_only:
+        lengths = (f"the prompt is {n_prompt} tokens{images}: it leaves no room for an answer in the model's "
+                   f"context length of {context} tokens")
+    else:
+        lengths = (f"the prompt is {n_prompt} tokens{images}, and the answer {n_answer}: {n_prompt + n_answer} in "
+                   f"all, more than the model's context length of {context} tokens")
+    if n_prompt < context:
+        raise AnswerError(f"{lengths}; shorten the answer or the prompt, or explain fewer answer tokens "
+                          f"(max_answer_tokens {context - n_prompt} at most here)")
+    if n_image and n_image >= context:
+        raise PromptError(f"{lengths}; the image tokens alone do not fit: give fewer or smaller images")
+    if n_image:
+        images_too = ", or give fewer or smaller images" if n_image > n_prompt - n_image else ""
+        raise PromptError(f"{lengths}; shorten the prompt (or the system prompt: their text takes "
+                          f"{n_prompt - n_image} tokens){images_too}")
+    raise PromptError(f"{lengths}; shorten the prompt (or the system prompt) to leave room for the answer")
 
 
 def _answer_text(tokenizer: Any, answer_ids: list[int]) -> str:
@@ -139,10 +246,10 @@ def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new
     return new
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+def _stop_ids(model: Any, tokenizer: Any, names: tuple[str, ...] = ("eos_token_id", "pad_token_id")) -> set[int]:
     ids = set()
     for source in (getattr(model, "generation_config", None), model.config, tokenizer):
-        for name in ("eos_token_id", "pad_token_id"):
+        for name in names:
             value = getattr(source, name, None)
             ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
     return ids

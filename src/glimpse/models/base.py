@@ -24,6 +24,12 @@ from .grids import PixelPatch, block_index
 
 # Inputs that hold one value per sequence position and must grow with the answer.
 PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+# Processor attributes that hold a text marking an image or its parts in the prompt (the families'
+# processors name them differently; `Adapter.image_placeholders` keeps those the tokenizer has as tokens).
+PLACEHOLDER_ATTRIBUTES = ("image_token", "video_token", "boi_token", "eoi_token", "fake_image_token",
+                          "global_image_tag", "global_image_token", "start_image_token", "end_image_token",
+                          "vision_start_token", "vision_end_token", "start_of_img_token", "end_of_img_token",
+                          "img_patch_token", "img_line_break_token", "tile_global_token")
 
 
 class Adapter(ABC):
@@ -39,7 +45,8 @@ class Adapter(ABC):
         `apply_chat_template` (the prompt text of a list of chat messages), `render_prompt` (a
         family without a chat template), `encode`, `answer_ids`, `with_answer` (extra per-token
         inputs), `question_span`, `layout`, `image_token_positions`, `token_patches` or
-        `token_pixel_blocks`, `black_pixels`, `bidirectional_pairs`, `cross_attention_layers`.
+        `token_pixel_blocks`, `black_pixels`, `bidirectional_pairs`, `cross_attention_layers`,
+        `context_length` (the longest input the model takes), `image_placeholders` (image marker texts).
 
     DECLARES (class attributes, False unless set; checked when the class is defined)
         `pixel_blocks`: image tokens map to blocks of pixel_values, so pixel-space methods
@@ -118,6 +125,35 @@ class Adapter(ABC):
             if key in inputs:
                 out[key] = torch.cat([inputs[key], torch.zeros_like(extra, dtype=inputs[key].dtype)], dim=1)
         return out
+
+    def context_length(self) -> int | None:
+        """The most positions the language model takes: `max_position_embeddings` of its text config
+        (`text_config_key`), else of the model's config; None when neither says (no check is made)."""
+        config = self.model.config
+        for source in (getattr(config, self.text_config_key, None), config):
+            value = getattr(source, "max_position_embeddings", None) if source is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return None
+
+    def image_placeholders(self) -> tuple[str, ...]:
+        """The texts that stand for an image (or its tiles) in this model's prompt, such as "<image>":
+        glimpse inserts them itself, so typed into a prompt or an answer they are a mistake. The
+        processor's image-marker attributes that are tokens of the tokenizer, and the image token."""
+        found = [getattr(self.processor, name, None) for name in PLACEHOLDER_ATTRIBUTES]
+        image_id = getattr(self.model.config, "image_token_id", None)
+        if isinstance(image_id, int) and not isinstance(image_id, bool):
+            try:
+                found.append(self.tokenizer.convert_ids_to_tokens(image_id))
+            except (IndexError, OverflowError, TypeError, ValueError):  # an id outside the vocabulary
+                pass
+        try:
+            vocabulary = set(self.tokenizer.get_added_vocab())
+        except (AttributeError, NotImplementedError):
+            vocabulary = None
+        texts = [str(text) for text in found if text is not None and str(text).strip()]
+        return tuple(dict.fromkeys(text for text in texts
+                                   if (text in vocabulary if vocabulary is not None else text.startswith("<"))))
 
     # --- layout -------------------------------------------------------------------------------
     def question_span(self, input_ids: Sequence[int], prompt_text: str,

@@ -33,6 +33,29 @@ def answer_ids(tokenizer: Any, prompt_text: str, answer: str) -> list[int]:
     return list(ids)
 
 
+def unknown_words(tokenizer: Any, answer: str) -> tuple[list[str], list[str]]:
+    """The whitespace-separated words of `answer` the tokenizer does not know, each once, in order:
+    (unknown, dropped): those that become (at least partly) its unknown token, and those it turns
+    into no token at all. A byte-level tokenizer knows every word: both lists are empty."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    unknown, dropped = [], []
+    for word in dict.fromkeys(answer.split()):
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids:
+            dropped.append(word)
+        elif unk is not None and unk in ids:
+            unknown.append(word)
+    return unknown, dropped
+
+
+def known_ids(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """The ids that stand for text the tokenizer knows: neither special tokens (end of sequence,
+    padding, the image token, ...) nor its unknown token."""
+    special = set(tokenizer.all_special_ids)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return [i for i in ids if i not in special and i != unk]
+
+
 def question_span(tokenizer: Any, input_ids: Sequence[int], prompt_text: str,
                   question: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Positions of the question's own tokens in `input_ids`, with each token's character span in `question`.
