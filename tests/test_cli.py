@@ -1,38 +1,15 @@
 """The command line as a user runs it: a tiny model saved to a folder, real files, exit codes."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
+from cli_runs import run, run_process
 from tiny_models import rand_image
 
 QUESTION = "what color is the object?"
-
-
-def run_process(*args, cwd):
-    """As a user runs it: a separate process."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "glimpse.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def run(*args, cwd):
-    """In-process (fast) for the many error cases."""
-    from typer.testing import CliRunner
-
-    from glimpse.cli import app
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(old)
-    result.returncode = result.exit_code
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,12 @@ from pathlib import Path
 import pytest
 
 import glimpse
+from cli_runs import run
 from glimpse import Explanation
 from tiny_models import rand_image
 
 QUESTION = "what color is the object?"
 SAVED = {"explanation.json", "arrays.safetensors", "image_0.png", "overlay.png", "report.html"}
-
-
-def run(*args, cwd):
-    """In-process, as tests/test_cli.py runs the many error cases."""
-    from typer.testing import CliRunner
-
-    from glimpse.cli import app
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(old)
-    return result
 
 
 @pytest.fixture(scope="module")
