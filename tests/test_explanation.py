@@ -204,3 +204,17 @@ def test_pictures_of_a_large_image_are_bounded_to_a_screen(explanation):
     small, _ = displayed_map(explanation)
     np.testing.assert_allclose(small, explanation.visual_map(0), rtol=1e-6)  # an image that fits is drawn as it is
     assert values.max() == pytest.approx(small.max(), rel=0.05) and values.min() == pytest.approx(small.min(), abs=1e-3)
+
+
+def test_a_saved_document_is_strict_json_even_with_non_finite_numbers(explanation, tmp_path):
+    from dataclasses import replace
+
+    odd = replace(explanation, cost={**explanation.cost, "seconds": float("nan")},
+                  extra={"score": float("inf"), "values": [1.0, float("-inf")]})
+    folder = odd.save(tmp_path / "odd", figures=False)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    doc = json.loads((folder / "explanation.json").read_text(), parse_constant=refuse)
+    assert doc["cost"]["seconds"] is None and doc["extra"] == {"score": None, "values": [1.0, None]}

@@ -122,3 +122,16 @@ def test_a_multi_frame_image_is_explained_by_its_first_frame_with_a_warning(tmp_
     with pytest.warns(GlimpseWarning, match="moving.gif has 2 frames; the first is explained"):
         picture = load_image(tmp_path / "moving.gif")
     assert picture.getpixel((0, 0))[0] > 200
+
+
+def test_torch_tensors_are_images_channels_first_or_last():
+    import torch
+
+    chw = torch.zeros(3, 4, 6)
+    chw[0] = 1.0  # red, floats in [0, 1] as torchvision gives them
+    assert load_image(chw).size == (6, 4) and load_image(chw).getpixel((0, 0)) == (255, 0, 0)
+    hwc = torch.full((4, 6, 3), 128, dtype=torch.uint8)
+    assert load_image(hwc).getpixel((5, 3)) == (128, 128, 128)
+    assert load_image(torch.ones(1, 4, 6)).getpixel((0, 0)) == (255, 255, 255)  # one channel: grey
+    with pytest.raises(ImageError, match="floats in"):
+        load_image(torch.full((3, 4, 6), 2.0))

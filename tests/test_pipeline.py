@@ -79,3 +79,14 @@ def test_an_array_image_is_explained_as_its_picture(shipped):
     from_picture = glimpse.explain(shipped.model, shipped.processor, sample.image, sample.question)
     assert from_array.answer == from_picture.answer
     np.testing.assert_allclose(from_array.visual, from_picture.visual, rtol=1e-5, atol=1e-7)
+
+
+def test_an_image_mostly_cropped_away_by_the_processor_is_warned_and_noted(tiny_llava):
+    model, processor = tiny_llava  # LLaVA-1.5's processor crops a centre square
+    with pytest.warns(glimpse.InputWarning, match="kept 15% of image 0"):
+        wide = glimpse.explain(model, processor, rand_image(400, 60), QUESTION, max_new_tokens=2)
+    assert any("kept 15% of image 0" in n for n in wide.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", glimpse.InputWarning)
+        square = glimpse.explain(model, processor, rand_image(60, 60), QUESTION, max_new_tokens=2)
+    assert not any("kept" in n for n in square.notes)

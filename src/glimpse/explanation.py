@@ -21,7 +21,7 @@ from . import maps
 from .errors import ExplanationError, GlimpseError
 from .folders import staged_folder
 from .layout import ImageLayout
-from .saved import SCHEMA_VERSION, CheckedArrays, check_document, damaged, inside_folder
+from .saved import SCHEMA_VERSION, CheckedArrays, check_document, damaged, inside_folder, json_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -205,7 +205,7 @@ class Explanation:
             (staging / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
             for i, picture in enumerate(self.images):
                 picture.save(staging / f"image_{i}.png")
-            (staging / "explanation.json").write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+            (staging / "explanation.json").write_text(json_text(self.to_dict()), encoding="utf-8")
             if figures:
                 for i in range(len(self.images)):
                     self.to_png(staging / ("overlay.png" if i == 0 else f"overlay_{i}.png"), image=i)

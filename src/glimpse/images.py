@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import GlimpseWarning, ImageError
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+if TYPE_CHECKING:
+    import torch
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray, "torch.Tensor"]
 MAX_PIXELS = 100_000_000  # 100 megapixels: larger than any camera photo, far below what would exhaust memory
 
 
@@ -27,9 +30,11 @@ def load_image(source: ImageInput) -> Image.Image:
         image = _checked_size(source, "the image")
     elif isinstance(source, np.ndarray):
         image = _checked_size(_from_array(source), "the image array")
+    elif type(source).__module__.startswith("torch") and hasattr(source, "detach"):
+        image = _checked_size(_from_array(_channels_last(source.detach().cpu().numpy())), "the image tensor")
     elif not isinstance(source, (str, Path)):
-        raise ImageError(f"an image is a file path, a PIL image or a numpy array (height x width [x 3 or 4]); "
-                         f"got {type(source).__name__}")
+        raise ImageError(f"an image is a file path, a PIL image, a numpy array (height x width [x 3 or 4]) or a "
+                         f"torch tensor (channels x height x width); got {type(source).__name__}")
     else:
         path = Path(source)
         if not path.exists():
@@ -59,6 +64,13 @@ def _checked_size(image: Image.Image, name: str) -> Image.Image:
                          f"({MAX_PIXELS:,}: a model sees a few megapixels at most); shrink it, or raise "
                          "glimpse.images.MAX_PIXELS")
     return image
+
+
+def _channels_last(array: np.ndarray) -> np.ndarray:
+    """A tensor image as torchvision writes it, channels x height x width, turned height x width x channels."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (3, 4):
+        array = array.transpose(1, 2, 0)
+    return array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array
 
 
 def _from_array(array: np.ndarray) -> Image.Image:

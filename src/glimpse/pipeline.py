@@ -70,6 +70,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     check_images(chosen, layout)
     if not layout.question_located:
         note(notes, "the question could not be located in the prompt: every non-special prompt token stands for it")
+    _note_cropped(layout.images, notes)
     if _is_shipped_model(model) and not all(is_scene(picture) for picture in images):
         note(notes, "the shipped default model knows only the synthetic shapes world (coloured shapes on grey); "
                     "on this image its answer and explanation mean little: load a real model for photos",
@@ -202,6 +203,21 @@ def _check_length(adapter: Any, inputs: dict[str, torch.Tensor], n_answer: int, 
 
 def _answer_text(tokenizer: Any, answer_ids: list[int]) -> str:
     return tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+
+
+CROPPED = 0.5  # below this share of an image seen by the model, the map leaves most of the picture blank
+
+
+def _note_cropped(layouts: Sequence[Any], notes: list[str]) -> None:
+    """Say when the processor cropped most of an image away: its map covers only what the model saw."""
+    from . import maps
+
+    for i, layout in enumerate(layouts):
+        seen = float(maps.coverage(layout.within(256)).mean())
+        if seen < CROPPED:
+            note(notes, f"the model's processor kept {seen:.0%} of image {i} (it crops to its own shape): the map "
+                        "covers only that part; pad the image to the model's aspect ratio to explain all of it",
+                 InputWarning)
 
 
 def _run(method: Any, model: Any, adapter: Any, inputs: dict[str, torch.Tensor],

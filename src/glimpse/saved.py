@@ -182,3 +182,19 @@ class CheckedArrays:
             raise damaged(self.source, name, f"has shape {value.shape}, not {expected}: [{', '.join(letters)}] with "
                                               + ", ".join(self.sizes[letter] for letter in letters))
         return value
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """`value` as strict JSON: a NaN or infinite number (which json.dumps would write as a bare `NaN`,
+    invalid JSON that other readers refuse) becomes null."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value.item() if isinstance(value, np.generic) else value

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BatchError
+from ..saved import json_text
 
 MANIFEST = "manifest.json"
 TABLE = "results.parquet"
@@ -99,7 +100,7 @@ class Store:
             raise BatchError(f"{self.folder} holds a batch run made with other settings ({'; '.join(differences)}); "
                              "use another output folder, or force to add to it (its records keep the settings they "
                              "were made with)")
-        write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=2).encode())
+        write_atomic(self.folder / MANIFEST, json_text(manifest).encode())
         return differences
 
     # --- records ------------------------------------------------------------------------------
@@ -122,7 +123,7 @@ class Store:
             leftover.unlink(missing_ok=True)
         for name, data in files.items():
             write_atomic(folder / name, data)
-        write_atomic(self.record_path(item_id, method), json.dumps(record, indent=1).encode())
+        write_atomic(self.record_path(item_id, method), json_text(record, indent=1).encode())
 
     def records(self) -> list[dict[str, Any]]:
         found = [_read_record(path) for path in sorted((self.folder / ITEMS).glob("*/*.json"))]
