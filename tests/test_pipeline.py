@@ -1,5 +1,6 @@
 """`glimpse.explain`: the fallbacks it takes are visible three ways (warning, note, log)."""
 
+import json
 import logging
 import warnings
 
@@ -90,3 +91,13 @@ def test_an_image_mostly_cropped_away_by_the_processor_is_warned_and_noted(tiny_
         warnings.simplefilter("error", glimpse.InputWarning)
         square = glimpse.explain(model, processor, rand_image(60, 60), QUESTION, max_new_tokens=2)
     assert not any("kept" in n for n in square.notes)
+
+
+def test_the_model_is_recorded_by_its_name_and_loads_by_it(shipped, tiny_llava_dir):
+    sample = world.make_sample(11)
+    explanation = glimpse.explain(shipped.model, shipped.processor, sample.image, sample.question, max_new_tokens=2)
+    assert explanation.model_id == "glimpse-toy" and "/" not in json.dumps(explanation.to_dict()["model_id"])
+    assert glimpse.load("glimpse-toy", device="cpu").model.config.model_type == shipped.model.config.model_type
+    local = glimpse.load(tiny_llava_dir, device="cpu")
+    named = glimpse.explain(local.model, local.processor, rand_image(60, 60), QUESTION, max_new_tokens=2)
+    assert named.model_id == tiny_llava_dir.name

@@ -618,7 +618,8 @@ def analyze_faithfulness(
     explanation: Path = typer.Argument(..., help="A saved explanation's folder (glimpse explain --out)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for faithfulness.html and faithfulness.json."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
-                                        help="The model the explanation was made with. Default: the one it names."),
+                                        help="The model the explanation was made with. Default: the one it names "
+                                             "(a local folder is named without its path: give it here)."),
     baseline: str = typer.Option("blur", help="What removed pixels become: blur, or mean (the image's mean colour)."),
     step: float = typer.Option(0.1, help="The share of image tokens removed (or revealed) per step."),
     random_orders: int = typer.Option(3, min=0, help="Random orders averaged into the baseline curves."),

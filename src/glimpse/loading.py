@@ -168,8 +168,10 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
-    """The folder (None: the shipped model's) or hub id that `load` reads `model` from."""
-    if model is None:
+    """The folder (None or "glimpse-toy": the shipped model's) or hub id that `load` reads `model` from."""
+    from .render import SHIPPED_NAME
+
+    if model is None or str(model) == SHIPPED_NAME:
         from .toy.model import default_model_path
         path = default_model_path()
         if not (path / "config.json").is_file():

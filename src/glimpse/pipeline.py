@@ -15,6 +15,7 @@ from .images import ImageInput, load_image
 from .methods import get_method
 from .methods.base import check_images
 from .models import adapter_for, text
+from .render import model_name
 from .resources import is_out_of_memory, measured
 from .toy.world import is_scene
 
@@ -89,7 +90,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         ranking=_np(chosen.rank_tokens(result)), ranking_by=chosen.token_ranking, explained=chosen.explains,
         details={k: _np(v) for k, v in result.details.items()}, details_doc=dict(chosen.details),
         notes=notes + result.notes, layers=list(result.layers),
-        method=chosen.name, params=chosen.params(), model_id=_model_id(model), version=__version__,
+        method=chosen.name, params=chosen.params(), model_id=model_name(_model_id(model)), version=__version__,
         question_located=layout.question_located, approximate=chosen.approximate, cost=cost)
 
 

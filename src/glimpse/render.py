@@ -92,13 +92,16 @@ def unit_scale(values: np.ndarray) -> list[float]:
     return [float(v) / high if high > 0 else 0.0 for v in values]
 
 
+SHIPPED_NAME = "glimpse-toy"  # the shipped model's name in saved files; glimpse.load takes it too
+
+
 def model_name(model_id: str) -> str:
-    """The model as a report names it: a hub id as it is, a local folder by its name alone (its path
-    is the making machine's: meaningless elsewhere, and possibly private), the shipped model as
-    "glimpse-toy"."""
+    """The model as an explanation records it: a hub id as it is, a local folder by its name alone
+    (its path is the making machine's: meaningless elsewhere, and possibly private), the shipped
+    model as `SHIPPED_NAME`."""
     parts = [part for part in re.split(r"[\\/]", model_id) if part not in ("", ".")]
     if parts[-3:] == ["glimpse", "toy", "model"]:
-        return "glimpse-toy"
+        return SHIPPED_NAME
     local = model_id.startswith(("/", "\\", "~", ".")) or re.match(r"[A-Za-z]:", model_id) or len(parts) > 2
     return parts[-1] if local and parts else model_id
 
