@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 
-def run_process(*args, cwd):
-    """As a user runs it: a separate process."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
+def run_process(*args, cwd, env=None):
+    """As a user runs it: a separate process (offline; `env` adds variables)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **(env or {}))
     return subprocess.run([sys.executable, "-m", "glimpse.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -61,13 +61,17 @@ def test_a_model_folder_without_weights(workdir, tiny_llava_dir, tmp_path):
                        cwd=workdir), "weights")
 
 
-def test_a_wide_grey_image_is_explained_with_a_warning(workdir, tmp_path):
+def test_a_wide_grey_image_is_explained_with_a_warning_shown_once_and_noted(workdir, tmp_path):
     Image.fromarray(np.asarray(world.make_sample(11).image.convert("L"), np.uint16) * 200).save(tmp_path / "deep.png")
-    # In a process of its own, as a user runs it: a warning is shown once per process.
-    result = run_process("explain", "-i", str(tmp_path / "deep.png"), "-p", QUESTION, "-o", str(tmp_path / "o"),
-                         cwd=workdir)
+    # In a process of its own, as a user runs it; two methods each read (and convert) the image.
+    result = run_process("compare", "-i", str(tmp_path / "deep.png"), "-q", QUESTION, "-o", str(tmp_path / "o"),
+                         "--methods", "glimpse,raw_attention", cwd=workdir)
     assert result.returncode == 0, result.stderr
-    assert "I;16 image was converted to 8-bit RGB" in result.stderr
+    assert result.stderr.count("I;16 image was converted to 8-bit RGB") == 1, result.stderr
+    assert result.stderr.count("\n") == result.stderr.count("warning: "), result.stderr  # each a one-line warning
+    for method in ("glimpse", "raw_attention"):
+        notes = json.loads((tmp_path / "o" / method / "explanation.json").read_text())["notes"]
+        assert any("I;16 image was converted" in line for line in notes), notes
 
 
 def test_a_tampered_saved_explanation(workdir, tmp_path):

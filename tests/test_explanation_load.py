@@ -74,6 +74,7 @@ DOCUMENT_TAMPERING = {
     "another schema": (set_key("schema", "something.else"), "`schema`"),
     "a string where a boolean belongs": (set_key("question_located", "yes"), "`question_located`"),
     "a list where an object belongs": (set_key("params", []), "`params`"),
+    "a number for the model revision": (set_key("model_revision", 7), "`model_revision`"),
     "a number among the answer tokens": (lambda doc: doc["answer_tokens"].__setitem__(1, 7), "`answer_tokens[1]`"),
     "answer ids of another length": (lambda doc: doc["answer_token_ids"].pop(), "`answer_token_ids`"),
     "a word index past the prompt words": (lambda doc: doc["word_of_token"].__setitem__(-1, 99), "`word_of_token[5]`"),

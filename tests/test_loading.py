@@ -1,6 +1,7 @@
 """glimpse.load: local folders, hub ids offline, clear errors."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -65,3 +66,22 @@ def test_device_map_auto_loads_and_explains(tiny_llava_dir):
     model, processor = glimpse.load(tiny_llava_dir, device_map="auto")
     result = glimpse.explain(model, processor, rand_image(64, 48), "what color is the object?", answer=" a red")
     assert np.isfinite(result.visual).all() and result.visual.shape == (16,)
+
+
+def test_a_hub_id_loads_from_the_cache_offline_and_is_recorded_with_its_commit(tiny_llava_dir, tmp_path):
+    """As a user with a filled hub cache and no network: the id is kept, and the commit it resolved to."""
+    from cli_runs import run_process
+    from glimpse.toy import world
+
+    commit = "89abcdef" * 5
+    repo = tmp_path / "hub" / "models--glimpse-test--tiny-llava"
+    shutil.copytree(tiny_llava_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    world.make_sample(3).image.save(tmp_path / "scene.png")
+    done = run_process("explain", "-m", "glimpse-test/tiny-llava", "-i", "scene.png", "-p", "what color is it?",
+                       "-a", " red", "-o", "out", cwd=tmp_path, env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "out" / "explanation.json").read_text())
+    assert (saved["model_id"], saved["model_revision"]) == ("glimpse-test/tiny-llava", commit)
+    assert f"glimpse-test/tiny-llava @ {commit[:12]}" in (tmp_path / "out" / "report.html").read_text()

@@ -36,7 +36,8 @@ def report(explanation):
 def test_every_text_is_escaped(explanation):
     T = len(explanation.answer_tokens)
     evil = replace(explanation, question=EVIL, prompt_words=[EVIL] * len(explanation.prompt_words),
-                   answer_tokens=[EVIL] * T, notes=[EVIL], params={"option": EVIL}, model_id=EVIL, ranking_by=EVIL)
+                   answer_tokens=[EVIL] * T, notes=[EVIL], params={"option": EVIL}, model_id=EVIL, ranking_by=EVIL,
+                   model_revision=EVIL)
     page = evil.to_html()
     assert page.count("<script") == 1 and page.count("</script") == 1  # the report's own script only
     assert EVIL not in page and "<img src=x" not in page
@@ -92,6 +93,21 @@ def test_the_model_is_named_without_a_local_path(model_id, shown):
 def test_the_report_shows_the_model_name_only(explanation):
     page = replace(explanation, model_id="/home/someone/models/my-llava").to_html()
     assert "model <code>my-llava</code>" in page and "/home/someone" not in page
+
+
+def test_the_model_is_recorded_with_the_hub_commit_it_was_loaded_at(tiny_llava, monkeypatch, tmp_path):
+    model, processor = tiny_llava
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(model.config, "_commit_hash", commit, raising=False)  # as glimpse.load sets it
+    result = glimpse.explain(model, processor, rand_image(64, 48), "what color is it?", answer=" red",
+                             method="raw_attention")
+    result.save(tmp_path / "e")
+    loaded = glimpse.Explanation.load(tmp_path / "e")
+    assert result.model_revision == loaded.model_revision == commit
+    assert f"model <code>{loaded.model_id} @ 0123456789ab</code>" in loaded.to_html()
+    monkeypatch.setattr(model.config, "_commit_hash", None)  # a local folder: no commit to record
+    assert glimpse.explain(model, processor, rand_image(64, 48), "what color is it?", answer=" red",
+                           method="raw_attention").model_revision is None
 
 
 CHROMIUM = os.environ.get("GLIMPSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

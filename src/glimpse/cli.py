@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -99,7 +98,7 @@ def explain(
     """Explain a model's answer about an image; writes explanation.json, arrays, overlay.png, report.html."""
     import glimpse
 
-    from .images import load_image
+    from .images import check_image
 
     folder = new_output_folder(out, overwrite)
     flags = dict(layer_fraction=layer_fraction, head_lambda=head_lambda, depth_lambda=depth_lambda,
@@ -107,12 +106,12 @@ def explain(
     try:
         # Check what is cheap to check before loading a model that may take minutes.
         options = method_options(method, {k: v for k, v in flags.items() if v is not None}, option)
-        picture = load_image(image)
+        check_image(image)
         if not prompt.strip():
             fail("the prompt is empty: give the question to ask about the image")
         loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
         with shown_as_lines():
-            result = glimpse.explain(loaded.model, loaded.processor, picture, prompt, answer, method=method,
+            result = glimpse.explain(loaded.model, loaded.processor, image, prompt, answer, method=method,
                                      max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
                                      system_prompt=system_prompt, **options)
         result.save(folder)
@@ -150,7 +149,7 @@ def compare(
     the input is a column saying why."""
     from .batch.runner import resolve_methods
     from .compare import compare as compare_methods
-    from .images import load_image
+    from .images import check_image
     from .methods import parse_options
 
     folder = new_output_folder(out, overwrite)
@@ -158,12 +157,13 @@ def compare(
         # Check what is cheap to check before loading a model that may take minutes.
         names, options = split_names(methods), parse_options(option)
         resolve_methods(names, options)
-        pictures = [load_image(path) for path in image]
+        for path in image:
+            check_image(path)
         if not question.strip():
             fail("the question is empty: give the question to ask about the image")
         loaded = quiet_load(model, device, "auto", None, False)
         with shown_as_lines():
-            result = compare_methods(loaded.model, loaded.processor, pictures, question, names, answer, options,
+            result = compare_methods(loaded.model, loaded.processor, image, question, names, answer, options,
                                      max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens)
         result.save(folder, tokens)
     except GlimpseError as exc:
@@ -193,17 +193,16 @@ def method_options(method: str, flags: dict, pairs: list[str]) -> dict:
 
 @contextmanager
 def shown_as_lines() -> Iterator[None]:
-    """glimpse's warnings (the fallbacks an explanation took) as one "warning:" line each on stderr."""
-    from .errors import GlimpseWarning
+    """glimpse's warnings (the fallbacks an explanation took) as one "warning:" line each on stderr,
+    each message once however often it was raised."""
+    from .errors import GlimpseWarning, collected
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", GlimpseWarning)
-        yield
-    for warning in caught:
-        if issubclass(warning.category, GlimpseWarning):
-            typer.echo(f"warning: {warning.message}", err=True)
-        else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    try:
+        with collected(GlimpseWarning) as messages:
+            yield
+    finally:
+        for message in messages:
+            typer.echo(f"warning: {message}", err=True)
 
 
 def quiet_transformers() -> None:
@@ -686,7 +685,7 @@ def analyze_counterfactual(
         write_counterfactual_report,
     )
     from .batch import read_items
-    from .images import load_image
+    from .images import check_image
 
     if input is not None and (image is not None or question is not None):
         fail("give --image and --question, or --input, not both")
@@ -698,14 +697,15 @@ def analyze_counterfactual(
         if not swaps:
             fail("give at least one --swap WORD=REPLACEMENT (e.g. --swap red=blue)")
         options = method_options(method, {}, option)
-        picture = None if image is None else load_image(image)
+        if image is not None:
+            check_image(image)
         items = [] if input is None else read_items(input)[:limit]
         questions = [question] if input is None else [item.question for item in items]
         if not any(contains_word(text, word) for text in questions for word, _ in swaps):
             fail("no swap's word occurs in " + ("the question" if input is None else f"the questions of {input}"))
         loaded = quiet_load(model, device, "auto", None, False)
         with shown_as_lines(), progress_bar() as progress:
-            results = ([counterfactual(loaded.model, loaded.processor, picture, question, swaps, method, **options)]
+            results = ([counterfactual(loaded.model, loaded.processor, image, question, swaps, method, **options)]
                        if input is None else
                        counterfactual_items(loaded.model, loaded.processor, items, swaps, method, progress, **options))
     except GlimpseError as exc:

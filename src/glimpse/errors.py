@@ -7,6 +7,8 @@ name no command-line flag (the CLI adds its own wording). Fallbacks are warnings
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class GlimpseError(Exception):
@@ -99,3 +101,25 @@ class InputWarning(GlimpseWarning):
     """An input was taken in part: an answer longer than the default cap explained only up to it,
     answer words the tokenizer does not know explained as its unknown token or left out, a model
     whose weights lack parameters its config asks for (those start random)."""
+
+
+@contextmanager
+def collected(category: type[Warning]) -> Iterator[list[str]]:
+    """The messages of the `category` warnings raised inside, each once, in order, kept instead of
+    shown (the list fills when the block ends, by an error too); every other warning passes on as
+    it would have."""
+    messages: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", category)
+            yield messages
+    finally:
+        _sorted_out(caught, category, messages)
+
+
+def _sorted_out(caught: list[warnings.WarningMessage], category: type[Warning], messages: list[str]) -> None:
+    for warning in caught:
+        if not issubclass(warning.category, category):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif str(warning.message) not in messages:
+            messages.append(str(warning.message))

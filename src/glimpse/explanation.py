@@ -67,6 +67,7 @@ class Explanation:
     params: dict[str, Any]
     model_id: str
     version: str
+    model_revision: str | None = None
     explained: str = "logit"
     ranking_by: str = ""
     details: dict[str, np.ndarray] = field(default_factory=dict)
@@ -177,7 +178,8 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": "glimpse.explanation", "schema_version": SCHEMA_VERSION, "glimpse_version": self.version,
-            "model_id": self.model_id, "method": self.method, "params": self.params, "approximate": self.approximate,
+            "model_id": self.model_id, "model_revision": self.model_revision, "method": self.method, "params": self.params,
+            "approximate": self.approximate,
             "explained": self.explained, "ranking_by": self.ranking_by,
             "question": self.question, "question_located": self.question_located,
             "prompt_words": self.prompt_words, "word_of_token": self.word_of_token,
@@ -263,7 +265,8 @@ class Explanation:
             prompt_words=doc["prompt_words"], word_of_token=doc["word_of_token"], images=images,
             layouts=[ImageLayout.from_dict(item["layout"]) for item in doc["images"]], layers=doc["layers"],
             method=doc["method"], params=doc["params"], model_id=doc["model_id"], version=doc["glimpse_version"],
-            question_located=doc["question_located"], approximate=doc["approximate"], extra=doc["extra"], **fields)
+            model_revision=doc.get("model_revision"), question_located=doc["question_located"],
+            approximate=doc["approximate"], extra=doc["extra"], **fields)
 
 
 def _fields_v2(doc: dict[str, Any], arrays: CheckedArrays) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import GlimpseWarning, ImageError
+from .errors import ImageError, InputWarning
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +54,7 @@ def load_image(source: ImageInput) -> Image.Image:
             raise ImageError(f"cannot read image {path}: {exc}") from None
     if getattr(image, "n_frames", 1) > 1:
         warnings.warn(f"{source if isinstance(source, (str, Path)) else 'the image'} has {image.n_frames} frames; "
-                      "the first is explained", GlimpseWarning, stacklevel=2)
+                      "the first is explained", InputWarning, stacklevel=2)
     return _to_rgb(ImageOps.exif_transpose(image))
 
 
@@ -92,7 +92,7 @@ def _rescaled(image: Image.Image) -> Image.Image:
     """A 16-bit, 32-bit or float grey image as RGB by its own range (lowest value black, highest white)."""
     values = np.asarray(image.convert("F"), dtype=np.float64)
     low, high = float(values.min()), float(values.max())
-    warnings.warn(f"a {image.mode} image was converted to 8-bit RGB by its range {low:g}..{high:g}", GlimpseWarning,
+    warnings.warn(f"a {image.mode} image was converted to 8-bit RGB by its range {low:g}..{high:g}", InputWarning,
                   stacklevel=3)
     scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
     return Image.fromarray(scaled.round().astype(np.uint8)).convert("RGB")
@@ -109,3 +109,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
     return image.convert("RGB")
+
+
+def check_image(source: ImageInput) -> None:
+    """An `ImageError` now if `source` cannot be read, before the work that needs it (loading a model);
+    what reading it warns of is left to `explain`, which notes it on the result."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)
+        load_image(source)

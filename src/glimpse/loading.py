@@ -50,6 +50,7 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
         raise ModelLoadError(_bad_folder(source, "its config.json cannot be read", exc) if local
                              else _not_available(source, exc)) from None
     _check_supported(config)
+    commit = None if local else _commit_of(source, revision)
     if device_map is not None and importlib.util.find_spec("accelerate") is None:
         raise ModelLoadError("device_map needs the accelerate package: pip install 'glimpse-lvlm[multi-gpu]'")
     # A PEFT adapter folder (adapter_config.json) names its base model instead of holding weights.
@@ -93,7 +94,17 @@ def load(model: str | os.PathLike | None = None, *, device: str = "auto", dtype:
         except (AssertionError, RuntimeError) as exc:  # a device torch named but cannot use after all
             raise ModelLoadError(f"cannot move the model to device {device!r}: {_first_line(exc)}") from None
     loaded.eval()
+    if commit is not None:
+        loaded.config._commit_hash = commit  # where explain reads the revision, as transformers 4 kept it
     return Loaded(loaded, processor)
+
+
+def _commit_of(source: str, revision: str | None) -> str | None:
+    """The hub commit the files of `source` at `revision` come from (the cache's snapshot folder name)."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    path = cached_file(source, "config.json", revision=revision, _raise_exceptions_for_missing_entries=False)
+    return extract_commit_hash(path, None)
 
 
 def _processor_without_video(source: str, config: Any, **kwargs: Any) -> Any:

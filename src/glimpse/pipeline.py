@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import AnswerError, DomainWarning, ImageError, InputWarning, PromptError, ResourceError, note
+from .errors import AnswerError, DomainWarning, ImageError, InputWarning, PromptError, ResourceError, collected, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
 from .methods import get_method
@@ -46,8 +46,8 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     for name, value in (("max_new_tokens", max_new_tokens), ("max_answer_tokens", max_answer_tokens)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise AnswerError(f"{name} must be a whole number of at least 1, got {value!r}")
-    images, adapter, prompt_text, inputs = _encoded(model, processor, image, prompt, system_prompt)
     notes: list[str] = []
+    images, adapter, prompt_text, inputs = _encoded(model, processor, image, prompt, system_prompt, notes)
     room = _room(adapter, inputs)
     if answer is None:
         answer_ids = _generate(model, adapter, inputs, min(max_new_tokens, room))
@@ -91,6 +91,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
         details={k: _np(v) for k, v in result.details.items()}, details_doc=dict(chosen.details),
         notes=notes + result.notes, layers=list(result.layers),
         method=chosen.name, params=chosen.params(), model_id=model_name(_model_id(model)), version=__version__,
+        model_revision=getattr(model.config, "_commit_hash", None),
         question_located=layout.question_located, approximate=chosen.approximate, cost=cost)
 
 
@@ -98,25 +99,35 @@ def generate_answer(model: Any, processor: Any, image: ImageInput | Sequence[Ima
                     max_new_tokens: int = 32, system_prompt: str | None = None) -> str:
     """The model's greedy answer to `prompt` about `image`, as `explain` would generate it, as the
     text its `answer=` takes: so that several methods can explain one answer generated once."""
-    _, adapter, _, inputs = _encoded(model, processor, image, prompt, system_prompt)
+    _, adapter, _, inputs = _encoded(model, processor, image, prompt, system_prompt, [])
     room = _room(adapter, inputs)
     return _answer_text(adapter.tokenizer, _generate(model, adapter, inputs, min(max_new_tokens, room)))
 
 
 def _encoded(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,
-             system_prompt: str | None) -> tuple[list[Any], Any, str, dict[str, torch.Tensor]]:
-    """The prompt checked, the images read, the model's adapter, the rendered prompt and the model's inputs."""
+             system_prompt: str | None, notes: list[str]) -> tuple[list[Any], Any, str, dict[str, torch.Tensor]]:
+    """The prompt checked, the images read (what reading them warned of noted), the model's adapter,
+    the rendered prompt and the model's inputs."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise PromptError("the prompt is empty: give the question to ask about the image")
     sources = image if isinstance(image, (list, tuple)) else [image]
     if not sources:
         raise ImageError("no image given: pass an image (a path, a PIL image or an array) or a list of them")
-    images = [load_image(x) for x in sources]
+    images = _read_images(sources, notes)
     adapter = adapter_for(model, processor)
     for name, value in (("prompt", prompt), ("system prompt", system_prompt)):
         _refuse_placeholders(adapter, value, name, PromptError)
     prompt_text = adapter.render_prompt(prompt, len(images), system_prompt)
     return images, adapter, prompt_text, model_inputs(adapter.encode(images, prompt_text), model)
+
+
+def _read_images(sources: Sequence[ImageInput], notes: list[str]) -> list[Any]:
+    """The images as RGB; each conversion reading them warned of (a 16-bit image, a multi-frame file) noted."""
+    with collected(InputWarning) as messages:
+        images = [load_image(x) for x in sources]
+    for message in messages:
+        note(notes, message, InputWarning)
+    return images
 
 
 def _refuse_placeholders(adapter: Any, value: str | None, name: str, error: type[Exception]) -> None:

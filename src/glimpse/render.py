@@ -106,6 +106,12 @@ def model_name(model_id: str) -> str:
     return parts[-1] if local and parts else model_id
 
 
+def model_label(explanation: Explanation) -> str:
+    """The model as a report names it: its recorded name, and the hub commit it was loaded at (short)."""
+    revision = explanation.model_revision
+    return model_name(explanation.model_id) + (f" @ {revision[:12]}" if revision else "")
+
+
 def map_range(explanation: Explanation, image: int = 0, token: int | None = None) -> tuple[float, float]:
     """The raw values at the colormap's two ends in `overlay` (min-max normalisation): the map's
     lowest and highest value over the pixels the model saw."""
@@ -199,7 +205,7 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
     label = " (approximation)" if e.approximate else ""
     params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
     shades = [[shade(s) for s in row] for row in words]
-    meta = (f"model <code>{html.escape(model_name(e.model_id))}</code> &middot; explains the answer's "
+    meta = (f"model <code>{html.escape(model_label(e))}</code> &middot; explains the answer's "
             f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}"
             f"{html.escape(cost_text(e.cost))}")
     body = f"""<div class="glimpse-report">

@@ -79,6 +79,8 @@ def check_document(doc: Any, source: str | Path = "the given document") -> tuple
                                f"(`{key}` is {_described(doc.get(key))})")
     for key, kind in {**_COMMON, **(_VERSION_2 if version == 2 else {})}.items():
         _field(doc, key, kind, source)
+    if doc.get("model_revision") is not None:  # optional: files made before it was recorded lack it
+        _field(doc, "model_revision", str, source)
     if version == 2:
         for name, meaning in doc["details"].items():
             if not isinstance(meaning, str):
