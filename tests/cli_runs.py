@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 
 def run_process(*args, cwd, env=None):
@@ -13,16 +14,29 @@ def run_process(*args, cwd, env=None):
 
 
 def run(*args, cwd):
-    """In-process (fast) for the many error cases; `returncode` as a process's."""
+    """In-process (fast) for the many error cases, through `glimpse.cli.main` as the installed command
+    runs it (a GlimpseError escaping a command becomes one line and exit 2). `returncode` is the
+    process's would-be status; `exception` an exception that escaped main."""
     from typer.testing import CliRunner
 
-    from glimpse.cli import app
+    from glimpse.cli import main
 
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        result = CliRunner().invoke(app, list(args))
-    finally:
-        os.chdir(old)
-    result.returncode = result.exit_code
-    return result
+    old_dir, old_argv, exception = os.getcwd(), sys.argv, None
+    with CliRunner().isolation() as (stdout, stderr, output):
+        os.chdir(cwd)
+        sys.argv = ["glimpse", *args]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        except Exception as exc:  # a crash: the test shows it
+            exception, code = exc, 1
+        finally:
+            os.chdir(old_dir)
+            sys.argv = old_argv
+            sys.stdout.flush()
+            sys.stderr.flush()
+        text = {name: stream.getvalue().decode() for name, stream in
+                (("stdout", stdout), ("stderr", stderr), ("output", output))}
+    return SimpleNamespace(returncode=code, exit_code=code, exception=exception, **text)

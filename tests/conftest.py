@@ -6,8 +6,10 @@ Test modules (also in sub-folders) can ``import tiny_models`` and ``import refer
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
+from pathlib import Path
 
 # Never touch the model hub from tests. Set before transformers / huggingface_hub are imported anywhere.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -86,3 +88,32 @@ def glimpse_path(request, monkeypatch):
     yield request.param
     if taken:
         assert blockwise in taken, f"GLIMPSE never took the {request.param} path"
+
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder this process may not write into. Root ignores permission bits, so there the kernel's
+    refusal is played: creating anything under the folder fails as it would for a user."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        real_mkdir, real_open = os.mkdir, os.open
+
+        def refuse(path):
+            if Path(path).absolute().is_relative_to(folder):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+        def mkdir(path, *args, **kwargs):
+            refuse(path)
+            return real_mkdir(path, *args, **kwargs)
+
+        def open_(path, flags, *args, **kwargs):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                refuse(path)
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+        monkeypatch.setattr(os, "open", open_)
+    yield folder
+    folder.chmod(0o755)

@@ -23,35 +23,6 @@ def explanation(tiny_llava):
 
 
 @pytest.fixture
-def read_only(tmp_path, monkeypatch):
-    """A folder this process may not write into. Root ignores permission bits, so there the kernel's
-    refusal is played: creating anything under the folder fails as it would for a user."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):
-        real_mkdir, real_open = os.mkdir, os.open
-
-        def refuse(path):
-            if Path(path).absolute().is_relative_to(folder):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-
-        def mkdir(path, *args, **kwargs):
-            refuse(path)
-            return real_mkdir(path, *args, **kwargs)
-
-        def open_(path, flags, *args, **kwargs):
-            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
-                refuse(path)
-            return real_open(path, flags, *args, **kwargs)
-
-        monkeypatch.setattr(os, "mkdir", mkdir)
-        monkeypatch.setattr(os, "open", open_)
-    yield folder
-    folder.chmod(0o755)
-
-
-@pytest.fixture
 def no_model(monkeypatch):
     """glimpse.load fails the test if a command gets as far as loading the model."""
     calls = []
@@ -141,7 +112,7 @@ def test_an_interrupted_save_leaves_neither_the_folder_nor_a_temporary_one(expla
         raise failure("interrupted")
 
     monkeypatch.setattr(Explanation, writer, broken)
-    with pytest.raises(failure):
+    with pytest.raises(glimpse.OutputError if failure is OSError else failure):  # a write failing: one clear error
         explanation.save(tmp_path / "parent" / "e")
     assert list((tmp_path / "parent").iterdir()) == []
 
@@ -153,7 +124,7 @@ def test_an_interrupted_save_over_earlier_files_keeps_them(explanation, tmp_path
     (folder / "mine.txt").write_text("precious")
     monkeypatch.setattr(Explanation, "to_html", lambda *args, **kwargs: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        explanation.save(folder)
+        explanation.save(folder, overwrite=True)
     assert {p.name: p.read_text() for p in folder.iterdir()} == {"explanation.json": "earlier", "mine.txt": "precious"}
     assert leftovers(tmp_path) == [] and leftovers(folder) == []
 
@@ -168,10 +139,32 @@ def test_save_into_an_absent_an_empty_and_a_full_folder(explanation, tmp_path):
     full.mkdir()
     (full / "mine.txt").write_text("precious")
     (full / "explanation.json").write_text("earlier")
-    explanation.save(full)  # as before: its own files replaced, the others kept
+    with pytest.raises(glimpse.OutputError, match="already holds files: choose another folder, or overwrite=True"):
+        explanation.save(full)
+    assert (full / "explanation.json").read_text() == "earlier"
+    explanation.save(full, overwrite=True)  # its own files replaced, the others kept
     assert {p.name for p in full.iterdir()} == SAVED | {"mine.txt"} and (full / "mine.txt").read_text() == "precious"
     assert Explanation.load(full).answer == explanation.answer
     assert leftovers(tmp_path) == [] and leftovers(full) == []
+
+
+def test_a_comparison_is_not_saved_over_earlier_files(explanation, tmp_path):
+    from glimpse.compare import Comparison
+
+    comparison = Comparison(question=explanation.question, answer=explanation.answer, answer_generated=False,
+                            methods=["glimpse"], explanations={"glimpse": explanation}, errors={})
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "mine.txt").write_text("precious")
+    with pytest.raises(glimpse.OutputError, match="already holds files"):
+        comparison.save(tmp_path / "c")
+    assert [p.name for p in (tmp_path / "c").iterdir()] == ["mine.txt"]
+    comparison.save(tmp_path / "c", overwrite=True)
+    assert {"compare.html", "compare.png", "glimpse", "mine.txt"} <= {p.name for p in (tmp_path / "c").iterdir()}
+
+
+def test_an_unwritable_folder_is_one_output_error(explanation, read_only):
+    with pytest.raises(glimpse.OutputError, match=r"cannot write .*read-only/e: Permission denied; choose another"):
+        explanation.save(read_only / "e")
 
 
 def test_a_stale_temporary_folder_does_not_block_the_next_save(explanation, tmp_path):

@@ -14,6 +14,7 @@ from .errors import (
     BatchError,
     CaptureError,
     CostWarning,
+    DatasetError,
     DomainWarning,
     ExplanationError,
     FallbackWarning,
@@ -24,6 +25,7 @@ from .errors import (
     MethodError,
     ModelLoadError,
     OptionError,
+    OutputError,
     PromptError,
     ResourceError,
     TrainingError,
@@ -54,9 +56,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "AnswerError", "BatchError", "CaptureError", "CostWarning", "DomainWarning", "Explanation", "ExplanationError",
+    "AnswerError", "BatchError", "CaptureError", "CostWarning", "DatasetError", "DomainWarning", "Explanation",
+    "ExplanationError",
     "FallbackWarning", "GlimpseError", "GlimpseWarning", "ImageError", "ImageLayout", "InputWarning", "ImageTile", "MethodError",
-    "ModelLoadError", "OptionError", "PromptError", "ResourceError", "SequenceLayout", "TrainingError", "UnsupportedModelError",
+    "ModelLoadError", "OptionError", "OutputError", "PromptError", "ResourceError", "SequenceLayout", "TrainingError",
+    "UnsupportedModelError",
     "adapter_for", "explain", "get_method",
     "list_methods", "load", "register_adapter", "register_method", "supported_architectures", "unregister_adapter",
     "unregister_method", "__version__",

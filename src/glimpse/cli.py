@@ -109,12 +109,12 @@ def explain(
         check_image(image)
         if not prompt.strip():
             fail("the prompt is empty: give the question to ask about the image")
-        loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
         with shown_as_lines():
+            loaded = quiet_load(model, device, dtype, revision, trust_remote_code, device_map)
             result = glimpse.explain(loaded.model, loaded.processor, image, prompt, answer, method=method,
                                      max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens,
                                      system_prompt=system_prompt, **options)
-        result.save(folder)
+        result.save(folder, overwrite=overwrite)
     except GlimpseError as exc:
         fail(str(exc))
     finally:
@@ -161,11 +161,11 @@ def compare(
             check_image(path)
         if not question.strip():
             fail("the question is empty: give the question to ask about the image")
-        loaded = quiet_load(model, device, "auto", None, False)
         with shown_as_lines():
+            loaded = quiet_load(model, device, "auto", None, False)
             result = compare_methods(loaded.model, loaded.processor, image, question, names, answer, options,
                                      max_new_tokens=max_new_tokens, max_answer_tokens=max_answer_tokens)
-        result.save(folder, tokens)
+        result.save(folder, tokens, overwrite)
     except GlimpseError as exc:
         fail(str(exc))
     typer.echo(f"question: {question}")
@@ -245,7 +245,7 @@ def demo(
     try:
         quiet_transformers()
         # Written at once, its answer-word picture included (saved after the explanation).
-        with shown_as_lines(), staged_folder(folder) as staging:
+        with shown_as_lines(), staged_folder(folder, overwrite) as staging:
             result = run_demo(staging, seed, model)
     except GlimpseError as exc:
         fail(str(exc))
@@ -703,8 +703,8 @@ def analyze_counterfactual(
         questions = [question] if input is None else [item.question for item in items]
         if not any(contains_word(text, word) for text in questions for word, _ in swaps):
             fail("no swap's word occurs in " + ("the question" if input is None else f"the questions of {input}"))
-        loaded = quiet_load(model, device, "auto", None, False)
         with shown_as_lines(), progress_bar() as progress:
+            loaded = quiet_load(model, device, "auto", None, False)
             results = ([counterfactual(loaded.model, loaded.processor, image, question, swaps, method, **options)]
                        if input is None else
                        counterfactual_items(loaded.model, loaded.processor, items, swaps, method, progress, **options))
@@ -757,12 +757,24 @@ def methods() -> None:
 
 
 def main() -> None:
-    """Entry point that turns any GlimpseError escaping a command into one line and exit 2."""
+    """Entry point: a GlimpseError escaping a command, and a wrong command line (an unknown option, a
+    value out of range), become one line `error: ...` and exit 2, never a traceback."""
+    from typer.exceptions import Abort, TyperException
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except GlimpseError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except TyperException as exc:  # click's usage errors
+        context = getattr(exc, "ctx", None)
+        hint = f" (see: {context.command_path} --help)" if context is not None else ""
+        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from .batch.runner import resolve_methods
 from .batch.store import method_file
 from .batch.work import error_text
 from .errors import GlimpseError
+from .folders import refuse_held
 from .images import ImageInput, check_image
 from .pipeline import explain, generate_answer
 from .render import agg_figure, colour_gradient, data_uri, figure_picture, model_label, overlay
@@ -84,13 +85,15 @@ class Comparison:
             picture.save(path)
         return picture
 
-    def save(self, folder: str | Path, tokens: int | None = None) -> Path:
+    def save(self, folder: str | Path, tokens: int | None = None, overwrite: bool = False) -> Path:
         """compare.html, compare.png and each method's explanation in a folder of its own
-        (`Explanation.save`; a variant's folder name made safe as batch runs make it)."""
+        (`Explanation.save`; a variant's folder name made safe as batch runs make it). A folder that
+        already holds files is an `OutputError` unless `overwrite`."""
         folder = Path(folder)
+        refuse_held(folder, overwrite)
         folder.mkdir(parents=True, exist_ok=True)
         for label, explanation in self.explanations.items():
-            explanation.save(folder / method_file(label))
+            explanation.save(folder / method_file(label), overwrite=overwrite)
         self.to_html(folder / "compare.html", tokens)
         self.to_png(folder / "compare.png", tokens)
         return folder

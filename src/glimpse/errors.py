@@ -56,9 +56,17 @@ class BatchError(GlimpseError):
     other settings, an unsafe item id."""
 
 
+class DatasetError(GlimpseError):
+    """A dataset folder lacks files of its published layout, or holds none of its items."""
+
+
 class ExplanationError(GlimpseError):
     """A saved explanation is damaged or not one (a missing or mistyped field, arrays of the wrong shape,
     an index out of range, a file reference outside its folder)."""
+
+
+class OutputError(GlimpseError):
+    """An output folder that cannot be written, or that already holds files and was not to be overwritten."""
 
 
 class OptionError(MethodError):

@@ -197,16 +197,18 @@ class Explanation:
         arrays.update({DETAILS_PREFIX + name: value for name, value in self.details.items()})
         return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in arrays.items()}
 
-    def save(self, folder: str | Path, figures: bool = True) -> Path:
+    def save(self, folder: str | Path, figures: bool = True, overwrite: bool = False) -> Path:
         """Write the explanation to `folder` (created, with its parents, where it is absent), at once:
         every file is written into a temporary sibling folder that then takes the folder's place
-        (`staged_folder`), so an error or an interruption leaves no half-written folder. Into a folder
-        that already holds files, as before, its own files replace their namesakes and the others stay."""
-        with staged_folder(folder) as staging:
+        (`staged_folder`), so an error or an interruption leaves no half-written folder. A folder that
+        already holds files is an `OutputError` unless `overwrite`: then the explanation's files replace
+        their namesakes and the others stay."""
+        with staged_folder(folder, overwrite) as staging:
             # As bytes, so the file takes the user's umask like the others (save_file writes it 0600).
             (staging / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
             for i, picture in enumerate(self.images):
-                picture.save(staging / f"image_{i}.png")
+                # Fast zlib: a 48-megapixel photograph encodes in 5 s instead of 33 s, for 15% more bytes.
+                picture.save(staging / f"image_{i}.png", compress_level=1)
             (staging / "explanation.json").write_text(json_text(self.to_dict()), encoding="utf-8")
             if figures:
                 for i in range(len(self.images)):

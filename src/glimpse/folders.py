@@ -10,26 +10,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import OutputError
+
 
 @contextmanager
-def staged_folder(folder: str | Path) -> Iterator[Path]:
+def staged_folder(folder: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder to write `folder`'s files into, which then takes its place: written at once.
 
-    The temporary folder is a sibling, `.<name>.tmp-<random>` (inside the folder itself where the
-    parent takes no new entries). On success it is renamed into place when the folder is absent or
-    empty; into a folder that already holds files, each file replaces its namesake (one rename each)
-    and the folder's other files stay. On an error or an interruption it is removed and the folder is
-    left as it was. Its name is new every time, so a killed run's leftover blocks nothing."""
+    A folder that already holds files is refused (`OutputError`) unless `overwrite`: then each file
+    written replaces its namesake (one rename each) and the folder's other files stay. The temporary
+    folder is a sibling, `.<name>.tmp-<random>` (inside the folder itself where the parent takes no
+    new entries); an absent or empty folder is replaced by it in one rename. On an error or an
+    interruption it is removed and the folder is left as it was; its name is new every time, so a
+    killed run's leftover blocks nothing. A folder that cannot be written is an `OutputError`."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    target = folder.resolve()
-    staging = _staging(target)
+    refuse_held(folder, overwrite)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        target = folder.resolve()
+        staging = _staging(target)
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
     try:
         yield staging
         _publish(staging, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _unwritable(folder, exc) from None
         raise
+
+
+@contextmanager
+def created(folder: Path) -> Iterator[Path]:
+    """`folder`, made with its missing parents; an error inside removes what was made, so that a
+    failure leaves no empty folders behind."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if missing:
+            shutil.rmtree(missing[-1], ignore_errors=True)
+        raise
+
+
+def refuse_held(folder: Path, overwrite: bool) -> None:
+    """An `OutputError` where `folder` already holds files and is not to be overwritten."""
+    if not overwrite and folder.is_dir() and any(folder.iterdir()):
+        raise OutputError(f"{folder} already holds files: choose another folder, or overwrite=True to replace "
+                          "the files written there")
+
+
+def _unwritable(folder: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {folder}: {exc.strerror or exc}; choose another folder")
 
 
 def _staging(target: Path) -> Path:

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import glimpse
+from bad_inputs import write_crafted_checkpoint
 from glimpse.toy import bench, train, world
 from glimpse.toy.model import Dims, prompt
 
@@ -153,20 +154,8 @@ def test_a_deeper_model_grown_from_a_trained_one_answers_like_it_until_trained(t
             train.train(tmp_path / "other", seed=0, cfg=replace(deeper, dims=other))
 
 
-class _Planted:
-    """Unpickling this runs code: what a crafted checkpoint would do."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (Path.mkdir, (self.target,))
-
-
 def test_a_crafted_checkpoint_runs_no_code_and_is_refused_in_words(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    out.mkdir()
-    torch.save({"config": _Planted(tmp_path / "planted")}, out / "ckpt.pt")
+    planted = write_crafted_checkpoint(tmp_path)
     with pytest.raises(glimpse.TrainingError, match="is not a checkpoint of this trainer"):
-        train.train(out, seed=1, cfg=TINY)
-    assert not (tmp_path / "planted").exists()
+        train.train(tmp_path / "crafted", seed=1, cfg=TINY)
+    assert not planted.exists()

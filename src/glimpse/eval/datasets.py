@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import GlimpseError
+from ..errors import DatasetError
+from ..folders import created
 
 SPLITS = ("train", "val")
 COCO = "https://cocodataset.org/#download (2014 images)"
@@ -29,10 +30,6 @@ VQA_V2 = "https://visualqa.org/download.html"
 # The release's own file layout could not be checked here: the loader reads the two fixation tables
 # that docs/evaluation.md describes, into which the release converts in a few lines.
 MHUG = "published with Sood et al. 2021, arXiv 2109.13116; as the tables of docs/evaluation.md"
-
-
-class DatasetError(GlimpseError):
-    """A dataset folder lacks files of its published layout, or holds none of its items."""
 
 
 @dataclass
@@ -81,8 +78,8 @@ def prepare(name: str, root: str | Path | None, folder: str | Path, limit: int |
         done = json.loads(marker.read_text(encoding="utf-8"))
         if done.get("stamp") == stamp and Path(done["items"]).is_file():
             return Prepared(Path(done["items"]), done["count"], done["left_out"])
-    out.mkdir(parents=True, exist_ok=True)
-    prepared = dataset.load(base, out, limit, split)
+    with created(out):
+        prepared = dataset.load(base, out, limit, split)
     marker.write_text(json.dumps({"stamp": stamp, **asdict(prepared), "items": str(prepared.items)}), encoding="utf-8")
     return prepared
 
