@@ -1,6 +1,7 @@
 """The command line as a user runs it: a tiny model saved to a folder, real files, exit codes."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -25,8 +26,13 @@ def test_explain_writes_all_outputs(tiny_llava_dir, workdir):
                  "--out", "out1", "--max-new-tokens", "4", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "answer:" in result.stdout and "out1" in result.stdout
-    names = {p.name for p in (workdir / "out1").iterdir()}
-    assert {"explanation.json", "arrays.safetensors", "overlay.png", "report.html"} <= names
+    names = sorted(p.name for p in (workdir / "out1").iterdir())
+    assert names == ["arrays.safetensors", "explanation.json", "image_0.png", "overlay.png", "report.html", "tokens.png"]
+    assert f"wrote out1/: {', '.join(names)}\n" in result.stdout  # every file written, named
+    assert re.search(r"whole-answer map peaks at x=\d+, y=\d+ \((top|middle|bottom) (left|centre|right)\)|"
+                     r"whole-answer map peaks at x=\d+, y=\d+ \(centre\)", result.stdout)
+    assert re.search(r"weightiest answer tokens \(tokens.png shows every token's map\): '.+' weight \d\.\d\d, its map "
+                     r"peaks at", result.stdout)
     doc = json.loads((workdir / "out1" / "explanation.json").read_text())
     assert doc["question"] == QUESTION and doc["answer_generated"] is True
 

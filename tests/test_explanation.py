@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from matplotlib import colormaps
 from PIL import Image
 from safetensors.numpy import load_file
 
 import glimpse
 from glimpse import Explanation, maps
+from glimpse.render import COLORMAP, LEGEND_WIDTH, overlay
 from tiny_models import build_tiny_llava, rand_image
 
 QUESTION = "what color is the object?"
@@ -38,7 +40,7 @@ def test_save_load_round_trip_is_exact(explanation, tmp_path):
         else:
             assert value == other, name
     assert {p.name for p in (tmp_path / "e").iterdir()} == {
-        "explanation.json", "arrays.safetensors", "image_0.png", "overlay.png", "report.html"}
+        "explanation.json", "arrays.safetensors", "image_0.png", "overlay.png", "tokens.png", "report.html"}
 
 
 def test_load_rejects_a_folder_without_explanation(tmp_path):
@@ -56,7 +58,7 @@ def test_fields_and_shapes(explanation):
     assert explanation.visual_map(resolution="grid").shape == (4, 4)
     assert explanation.visual_map().shape == (60, 90)
     assert explanation.visual_map(token=1).shape == (60, 90)
-    assert explanation.prompt_words == QUESTION.split()
+    assert explanation.prompt_words == ["what", "color", "is", "the", "object"]  # labels without punctuation
     assert np.isclose(explanation.prompt_word_scores.sum(), explanation.prompt.sum(), rtol=1e-5)
     assert explanation.method == "glimpse" and explanation.version == glimpse.__version__
     with pytest.raises(glimpse.GlimpseError):
@@ -104,13 +106,35 @@ def test_map_lands_on_the_original_pixels(crop, axis, expected_box, interior):
         assert seen[:, 31:89].all() and not seen[:, :29].any() and not seen[:, 91:].any()
     else:  # padding adds nothing outside the image: every original pixel was seen
         assert seen.all()
-    picture = result.to_png()
-    assert picture.size == image.size  # drawn on the original image, not stretched to a square
+    assert overlay(result).size == image.size  # drawn on the original image, not stretched to a square
+    if crop:  # the unseen columns are hatched: grey lines over the darkened image
+        picture = np.asarray(overlay(result), dtype=np.float32)
+        assert (picture[:, :29] == 153).all(axis=-1).any() and (picture[:, 31:89] != 153).any(axis=-1).all()
+
+
+def test_the_png_has_a_colour_bar_beneath_the_map(explanation):
+    picture = explanation.to_png()
+    drawn = overlay(explanation).resize((LEGEND_WIDTH, LEGEND_WIDTH * 60 // 90), Image.BILINEAR)  # enlarged
+    assert picture.width == LEGEND_WIDTH and picture.height > drawn.height
+    np.testing.assert_array_equal(np.asarray(picture)[:drawn.height], np.asarray(drawn))
+    strip = np.asarray(picture, dtype=np.float32)[drawn.height:]
+    ramp = colormaps[COLORMAP](np.linspace(0, 1, 100))[:, :3] * 255
+    bar = strip[(np.abs(strip - strip[..., :1]).sum(-1) > 30).any(1)][0]  # the first coloured row: the bar
+    coloured = bar[(np.abs(bar - bar[:, :1]).sum(-1) > 30)]
+    assert len(coloured) > LEGEND_WIDTH * 0.8
+    assert all(np.abs(ramp - colour).sum(-1).min() < 12 for colour in coloured[::20])  # the colormap's colours
+    assert not (strip == 255).all()  # the range's labels
+
+
+def test_a_cropped_image_has_a_note_under_its_colour_bar(explanation):
+    cropped = glimpse.explain(*build_tiny_llava(seed=0, crop=True), rand_image(120, 60), QUESTION, answer=" a red")
+    whole = glimpse.explain(*build_tiny_llava(seed=0, crop=False), rand_image(120, 60), QUESTION, answer=" a red")
+    assert cropped.to_png().height > whole.to_png().height  # one more line: what the hatching means
 
 
 def test_png_and_html_are_standalone(explanation, tmp_path):
     picture = explanation.to_png(tmp_path / "o.png", token=0)
-    assert (tmp_path / "o.png").is_file() and picture.size == (90, 60)
+    assert (tmp_path / "o.png").is_file() and Image.open(tmp_path / "o.png").size == picture.size
     html = explanation.to_html(tmp_path / "r.html")
     assert html.startswith("<!DOCTYPE html>")
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)

@@ -13,7 +13,7 @@ from glimpse import Explanation
 from tiny_models import rand_image
 
 QUESTION = "what color is the object?"
-SAVED = {"explanation.json", "arrays.safetensors", "image_0.png", "overlay.png", "report.html"}
+SAVED = {"explanation.json", "arrays.safetensors", "image_0.png", "overlay.png", "tokens.png", "report.html"}
 
 
 @pytest.fixture(scope="module")

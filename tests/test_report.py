@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 import glimpse
-from glimpse.render import map_range, model_name
+from glimpse.render import ALPHA, map_range, model_name
 from glimpse.toy.model import default_model_path
 from tiny_models import rand_image
 
@@ -46,7 +46,7 @@ def test_every_text_is_escaped(explanation):
 
 def test_colour_bar_and_opacity_control(explanation, report):
     assert report.count('<div class="colourbar">') == 2 and "linear-gradient(to right," in report
-    assert re.search(r'<input type="range" class="opacity" min="0" max="1" step="0.05"\s+value="0.5">', report)
+    assert re.search(rf'<input type="range" class="opacity" min="0" max="1" step="0.05"\s+value="{ALPHA}">', report)
     assert "img.heat').forEach(img => img.style.opacity = opacity.value)" in report
     for image in range(2):  # labelled with each holistic map's raw range
         low, high = (f"{value:.3g}" for value in map_range(explanation, image))

@@ -39,6 +39,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from . import progress
 from .blocks import LayerAttention, attends
 from .errors import CaptureError, FallbackWarning, note
 from .layout import SequenceLayout
@@ -436,10 +437,12 @@ class Capture:
             scores = [row[y] for row, y in zip(rows, targets)]
             shared = self._run_blocks(tokens, scores, wanted, gradients, on_token, token_batch, notes)
         elif gradients == "per_token":
-            for i, token in enumerate(tokens):
-                token.layers = self._backward(rows[i][targets[i]], token.query, wanted[0], i < len(tokens) - 1)
-                if on_token is not None:
-                    on_token(token, wanted)
+            with progress.steps(len(tokens), "backward passes") as bar:
+                for i, token in enumerate(tokens):
+                    token.layers = self._backward(rows[i][targets[i]], token.query, wanted[0], i < len(tokens) - 1)
+                    if on_token is not None:
+                        on_token(token, wanted)
+                    bar.update(1)
         elif gradients == "sum":
             total = torch.stack([row[y] for row, y in zip(rows, targets)]).sum()
             shared = self._backward(total, last, wanted[0], False)
@@ -456,13 +459,15 @@ class Capture:
         if gradients == "sum":
             grads = self._output_grads(torch.stack(scores).sum()[None], wanted, False, notes)
             return self._reduce_blocks(wanted, grads, 0, tokens[-1].query)
-        for start in range(0, len(tokens), token_batch):
-            chunk = range(start, min(start + token_batch, len(tokens)))
-            grads = self._output_grads(torch.stack([scores[i] for i in chunk]), wanted, chunk.stop < len(tokens), notes)
-            for b, i in enumerate(chunk):
-                tokens[i].layers = self._reduce_blocks(wanted, grads, b, tokens[i].query)
-                if on_token is not None:
-                    on_token(tokens[i], wanted)
+        with progress.steps(len(tokens), "backward passes") as bar:
+            for start in range(0, len(tokens), token_batch):
+                chunk = range(start, min(start + token_batch, len(tokens)))
+                grads = self._output_grads(torch.stack([scores[i] for i in chunk]), wanted, chunk.stop < len(tokens), notes)
+                for b, i in enumerate(chunk):
+                    tokens[i].layers = self._reduce_blocks(wanted, grads, b, tokens[i].query)
+                    if on_token is not None:
+                        on_token(tokens[i], wanted)
+                    bar.update(1)
         return {}
 
     def _output_grads(self, targets: torch.Tensor, wanted: list[int], retain: bool,

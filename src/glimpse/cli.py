@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 
+from . import progress as bars  # the module; `progress` is many commands' callback
 from .errors import GlimpseError
 
 GLIMPSE_FLAG = "GLIMPSE option (glimpse, glimpse_fast; default: the method's, see `glimpse methods`); the same as"
@@ -19,6 +20,26 @@ GLIMPSE_FLAG = "GLIMPSE option (glimpse, glimpse_fast; default: the method's, se
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Explain what a vision-language model looked at when it answered: maps over the image "
                        "and scores for the prompt words, for the whole answer and token by token.")
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"glimpse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(context: typer.Context,
+            version: bool = typer.Option(False, "--version", is_eager=True, callback=show_version,
+                                         help="Print the version and exit."),
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bars (generation, backward passes, "
+                                                              "integration steps, batches).")) -> None:
+    # Options before the command: `glimpse --quiet explain ...`. Quiet holds for this command only.
+    if quiet:
+        token = bars.set_shown(False)
+        context.call_on_close(lambda: bars.reset(token))
 
 
 ANSWER_CAP_HELP = "Explain only the first N answer tokens (default: 64, with a warning when an answer is cut)."
@@ -221,12 +242,12 @@ def quiet_load(model, device, dtype, revision, trust_remote_code, device_map=Non
 
 
 def report_result(result, folder: Path) -> None:
-    """Print the answer, the most relevant prompt words and where the files went."""
-    top = sorted(zip(result.prompt_word_scores.tolist(), result.prompt_words), reverse=True)[:3]
-    typer.echo(f"question: {result.question}")
-    typer.echo(f"answer:   {result.answer}" + ("" if result.answer_generated else "  (given)"))
-    typer.echo("top prompt words: " + ", ".join(f"{w} ({s:.3g})" for s, w in top))
-    typer.echo(f"wrote {folder}/: explanation.json, arrays.safetensors, overlay.png, report.html")
+    """Print the answer, the most relevant prompt words, where the maps peak, and every file written."""
+    from .summary import summary
+
+    for line in summary(result):
+        typer.echo(line)
+    typer.echo(f"wrote {folder}/: " + ", ".join(sorted(p.name for p in folder.iterdir())))
 
 
 @app.command()
@@ -389,7 +410,8 @@ def progress_bar(description: str = "explaining") -> Iterator:
     def progress(finished: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            bar = tqdm(total=total, unit="item", desc=description, file=sys.stderr, dynamic_ncols=True)
+            bar = tqdm(total=total, unit="item", desc=description, file=sys.stderr, dynamic_ncols=True,
+                       disable=not bars.shown())
         bar.update(finished - bar.n)
     try:
         yield progress
@@ -521,7 +543,8 @@ def toy_bench(
         # printed between them, as soon as they are known.
         columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn())
-        with Progress(*columns, console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False) as shown:
+        with Progress(*columns, console=Console(stderr=True), redirect_stdout=False, redirect_stderr=False,
+                      disable=not bars.shown()) as shown:
             task = shown.add_task(description, total=total)
             yield lambda done: shown.update(task, completed=done)
 
@@ -767,9 +790,10 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except TyperException as exc:  # click's usage errors
-        context = getattr(exc, "ctx", None)
+        context, message = getattr(exc, "ctx", None), exc.format_message()
         hint = f" (see: {context.command_path} --help)" if context is not None else ""
-        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+        if message:  # none where the help was shown instead (a bare `glimpse`)
+            typer.echo(f"error: {message}{hint}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except Abort:
         typer.echo("aborted", err=True)

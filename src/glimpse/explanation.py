@@ -140,9 +140,10 @@ class Explanation:
 
     # --- rendering ------------------------------------------------------------------------------
     def to_png(self, path: str | Path | None = None, image: int = 0, token: int | None = None) -> Image.Image:
-        """The normalised map over the original image; written to `path` if given."""
-        from .render import overlay
-        picture = overlay(self, image, token)
+        """The normalised map over the original image, with a colour bar beneath (`render.with_colour_bar`);
+        written to `path` if given. `render.overlay` gives the map picture alone."""
+        from .render import with_colour_bar
+        picture = with_colour_bar(self, image, token)
         if path is not None:
             picture.save(path)
         return picture
@@ -156,7 +157,7 @@ class Explanation:
         return html
 
     def figure(self, image: int = 0, tokens: list[int] | None = None, top: int = 3, filmstrip: bool = True,
-               colormap: str = "jet", normalisation: str = "minmax", percentile: float = 99.0) -> Figure:
+               colormap: str = "inferno", normalisation: str = "minmax", percentile: float = 99.0) -> Figure:
         """A plain matplotlib figure for a paper (no pyplot state; `.savefig` writes PNG, PDF or SVG):
         the image, the holistic map with a colour bar, a filmstrip of answer tokens' own maps and the
         question's words and answer's tokens shaded by their scores and weights. `tokens` picks the
@@ -199,10 +200,13 @@ class Explanation:
 
     def save(self, folder: str | Path, figures: bool = True, overwrite: bool = False) -> Path:
         """Write the explanation to `folder` (created, with its parents, where it is absent), at once:
-        every file is written into a temporary sibling folder that then takes the folder's place
-        (`staged_folder`), so an error or an interruption leaves no half-written folder. A folder that
-        already holds files is an `OutputError` unless `overwrite`: then the explanation's files replace
-        their namesakes and the others stay."""
+        explanation.json, arrays.safetensors and the images, and with `figures` overlay.png (the whole
+        answer's map with its colour bar), tokens.png (every answer token's map, `summary.filmstrip`)
+        and report.html; further images' pictures are overlay_1.png, tokens_1.png, ... Every file is
+        written into a temporary sibling folder that then takes the folder's place (`staged_folder`),
+        so an error or an interruption leaves no half-written folder. A folder that already holds
+        files is an `OutputError` unless `overwrite`: then the explanation's files replace their
+        namesakes and the others stay."""
         with staged_folder(folder, overwrite) as staging:
             # As bytes, so the file takes the user's umask like the others (save_file writes it 0600).
             (staging / "arrays.safetensors").write_bytes(safetensors_bytes(self.arrays()))
@@ -211,8 +215,11 @@ class Explanation:
                 picture.save(staging / f"image_{i}.png", compress_level=1)
             (staging / "explanation.json").write_text(json_text(self.to_dict()), encoding="utf-8")
             if figures:
+                from .summary import filmstrip
                 for i in range(len(self.images)):
-                    self.to_png(staging / ("overlay.png" if i == 0 else f"overlay_{i}.png"), image=i)
+                    suffix = "" if i == 0 else f"_{i}"
+                    self.to_png(staging / f"overlay{suffix}.png", image=i)
+                    filmstrip(self, i).save(staging / f"tokens{suffix}.png")
                 self.to_html(staging / "report.html")
         return Path(folder)
 

@@ -37,7 +37,7 @@ def figure(explanation: Explanation, image: int, tokens: list[int], *, colormap:
     """The figure of `image` with `tokens`' maps in the filmstrip (none: no filmstrip); the maps are
     normalised one by one (`maps.normalise`'s `normalisation` and `percentile`) and drawn in `colormap`."""
     if colormap not in colormaps:
-        raise GlimpseError(f"unknown colormap {colormap!r}: use one of matplotlib's, e.g. 'jet', 'viridis', 'magma'")
+        raise GlimpseError(f"unknown colormap {colormap!r}: use one of matplotlib's, e.g. 'inferno', 'viridis', 'magma'")
     e = explanation
     style = {"colormap": colormap, "normalisation": normalisation, "percentile": percentile}
     holistic = overlay(e, image, **style)  # first, so that a bad normalisation fails before any drawing

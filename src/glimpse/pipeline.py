@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, progress
 from .errors import AnswerError, DomainWarning, ImageError, InputWarning, PromptError, ResourceError, collected, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
@@ -82,7 +82,7 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
     tokenizer = adapter.tokenizer
     return Explanation(
         question=prompt, answer=_answer_text(tokenizer, answer_ids),
-        answer_tokens=[tokenizer.decode([i]) for i in answer_ids], answer_token_ids=list(answer_ids),
+        answer_tokens=text.token_texts(tokenizer, answer_ids), answer_token_ids=list(answer_ids),
         answer_generated=answer is None, prompt_words=list(layout.prompt_words),
         word_of_token=list(layout.word_of_token), images=images, layouts=list(layout.images),
         **{k: _np(getattr(result, k)) for k in ("token_visual", "visual", "token_prompt", "prompt", "token_weights",
@@ -260,8 +260,9 @@ def _is_shipped_model(model: Any) -> bool:
 
 
 def _generate(model: Any, adapter: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    with torch.no_grad(), progress.steps(max_new_tokens, "generating") as bar:
+        streamer = None if bar.disable else progress.token_streamer(bar)
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
     new = out[0, inputs["input_ids"].shape[1]:].tolist()
     stop = _stop_ids(model, adapter.tokenizer)
     for i, token in enumerate(new):

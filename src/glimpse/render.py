@@ -13,18 +13,21 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from . import maps
 
 if TYPE_CHECKING:
     from .explanation import Explanation
 
-COLORMAP = "jet"
-ALPHA = 0.5
+# Perceptually uniform and sequential: brightness grows with the value, in colour and in grey alike.
+COLORMAP = "inferno"
+ALPHA = 0.7  # opacity of the colour where the map peaks; it fades with the value (see `blend`)
 DISPLAY_SIDE = 2048  # longest side of a rendered map (PNG, report, figure): a screen's, whatever the photo's
 REPORT_SIDE = 360  # longest side of the pictures embedded in HTML pages (by default)
 IMAGE_SIDE = 512  # longest side at which the report shows an image: readable, and the file stays a few MB
+LEGEND_WIDTH = 480  # the least width of a PNG with its colour bar: smaller maps are enlarged to it
+UNSEEN = 0.35  # brightness left to the pixels the model never saw (under grey hatching)
 EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t)",
              "attention": "attention pattern (no output quantity is differentiated)"}
 
@@ -32,16 +35,59 @@ EXPLAINED = {"logit": "raw logits z_t", "log_prob": "log-probabilities log p(y_t
 def overlay(explanation: Explanation, image: int = 0, token: int | None = None, alpha: float = ALPHA,
             colormap: str = COLORMAP, side: int = DISPLAY_SIDE, **normalisation) -> Image.Image:
     """The map, normalised (`normalisation`: the options of `maps.normalise`), blended over the original
-    image in `colormap` with opacity `alpha`, at most `side` pixels a side; regions the model never saw
-    are dimmed."""
+    image in `colormap` (`blend`), at most `side` pixels a side; regions the model never saw are darkened and hatched."""
     values, seen = displayed_map(explanation, image, token, side)
-    heat = colormaps[colormap](maps.normalise(values, seen, **normalisation))[..., :3]
-    picture = explanation.images[image].convert("RGB")
+    return blend(explanation.images[image], values, seen, alpha, colormap, **normalisation)
+
+
+def blend(picture: Image.Image, values: np.ndarray, seen: np.ndarray, alpha: float = ALPHA,
+          colormap: str = COLORMAP, **normalisation) -> Image.Image:
+    """`values` coloured over `picture` with an opacity of `alpha` times the square root of the
+    normalised value: where the model looked, the colour; elsewhere the image's own colours, which
+    stay readable (a colour question's objects keep theirs). Unseen pixels are darkened and hatched."""
+    level = maps.normalise(values, seen, **normalisation)
+    heat = colormaps[colormap](level)[..., :3]
+    picture = picture.convert("RGB")
     if picture.size != (seen.shape[1], seen.shape[0]):
         picture = picture.resize((seen.shape[1], seen.shape[0]), Image.BILINEAR)
     base = np.asarray(picture, dtype=np.float32) / 255.0
-    blended = np.where(seen[..., None], (1 - alpha) * base + alpha * heat, 0.35 * base)
+    opacity = alpha * np.sqrt(level)[..., None]
+    rows, cols = np.indices(seen.shape)
+    hatched = np.where(((rows + cols) % 16 < 2)[..., None], 0.6, UNSEEN * base)  # visible on dark images too
+    blended = np.where(seen[..., None], (1 - opacity) * base + opacity * heat, hatched)
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
+
+
+def with_colour_bar(explanation: Explanation, image: int = 0, token: int | None = None) -> Image.Image:
+    """The overlay (`overlay`) with a colour bar beneath: the map's raw values at its two ends, and a
+    note where the processor cropped part of the image away (drawn hatched)."""
+    values, seen = displayed_map(explanation, image, token)
+    picture = blend(explanation.images[image], values, seen)
+    if picture.width < LEGEND_WIDTH:
+        picture = picture.resize((LEGEND_WIDTH, round(picture.height * LEGEND_WIDTH / picture.width)), Image.BILINEAR)
+    notes = [] if seen.all() else ["hatched: not seen by the model (its processor cropped it away)"]
+    return _legend(picture, value_range(values, seen), notes)
+
+
+def _legend(picture: Image.Image, ends: tuple[float, float], notes: list[str]) -> Image.Image:
+    width = picture.width
+    size = max(12, round(width / 40))  # text in proportion to the picture
+    font = ImageFont.load_default(size=size)
+    margin, bar = size, size
+    height = picture.height + margin + bar + (len(notes) + 1) * round(1.4 * size) + margin // 2
+    canvas = Image.new("RGB", (width, height), "white")
+    canvas.paste(picture, (0, 0))
+    top = picture.height + margin
+    ramp = colormaps[COLORMAP](np.linspace(0, 1, width - 2 * margin))[:, :3]
+    canvas.paste(Image.fromarray(np.round(np.repeat(ramp[None], bar, 0) * 255).astype(np.uint8)), (margin, top))
+    draw = ImageDraw.Draw(canvas)
+    line = top + bar + size // 3
+    draw.text((margin, line), f"{ends[0]:.3g}", fill="black", font=font)
+    draw.text((width - margin, line), f"{ends[1]:.3g}", fill="black", font=font, anchor="ra")
+    draw.text((width / 2, line), "relevance: the map's minimum to its maximum", fill="black", font=font, anchor="ma")
+    for i, note in enumerate(notes, 1):
+        draw.text((margin, line + i * round(1.4 * size)), note, fill="#444", font=font)
+    return canvas
 
 
 def displayed_map(explanation: Explanation, image: int = 0, token: int | None = None,
@@ -83,7 +129,13 @@ def shade_rgb(score: float) -> tuple[float, float, float]:
 
 
 def shade(score: float) -> str:
+    """Inline CSS for a score's shade: the background, and white text where it is dark."""
     r, g, b = shade_rgb(score)
+    text = "#fff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "#000"  # relative luminance
+    return f"background:{css_rgb(r, g, b)};color:{text}"
+
+
+def css_rgb(r: float, g: float, b: float) -> str:
     return f"rgb({int(r * 255)},{int(g * 255)},{int(b * 255)})"
 
 
@@ -115,7 +167,10 @@ def model_label(explanation: Explanation) -> str:
 def map_range(explanation: Explanation, image: int = 0, token: int | None = None) -> tuple[float, float]:
     """The raw values at the colormap's two ends in `overlay` (min-max normalisation): the map's
     lowest and highest value over the pixels the model saw."""
-    values, seen = displayed_map(explanation, image, token)
+    return value_range(*displayed_map(explanation, image, token))
+
+
+def value_range(values: np.ndarray, seen: np.ndarray) -> tuple[float, float]:
     values = values[seen]
     return (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
 
@@ -142,6 +197,13 @@ def token_columns(explanation: Explanation) -> dict[str, np.ndarray]:
     if not any(np.array_equal(e.ranking, value) for value in own.values()):  # GLIMPSE ranks by its own gamma
         columns["rank score"] = e.ranking
     return {**columns, **own}
+
+
+# What the report's table columns hold (a method's own columns are described by the method).
+COLUMNS = {"#": "the token's place in the answer", "token": "its text",
+           "p": "the model's probability of the token, given the image, prompt and answer before it",
+           "weight": "its weight in the whole-answer map (the maps of all tokens, summed with these weights)",
+           "rank score": "the score the answer tokens are shaded and ranked by"}
 
 
 def cost_text(cost: dict) -> str:
@@ -178,21 +240,26 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
     n_images, n_tokens = len(e.images), len(e.answer_tokens)
     shown = [None, *range(n_tokens)]  # what the page can show: the whole answer, then each token
     # The map layers are drawn fully opaque: the browser blends them over the image at the slider's opacity.
-    layers = [[data_uri(overlay(e, i, t, alpha=1.0), side=IMAGE_SIDE) for t in shown] for i in range(n_images)]
-    ranges = [[[f"{value:.3g}" for value in map_range(e, i, t)] for t in shown] for i in range(n_images)]
+    drawn = [[displayed_map(e, i, t, IMAGE_SIDE) for t in shown] for i in range(n_images)]
+    layers = [[data_uri(blend(e.images[i], *map_seen, alpha=1.0), side=IMAGE_SIDE) for map_seen in row]
+              for i, row in enumerate(drawn)]
+    ranges = [[[f"{value:.3g}" for value in value_range(*map_seen)] for map_seen in row] for row in drawn]
     words = [unit_scale(e.prompt_word_scores)] + [unit_scale(e.token_prompt_word_scores(t)) for t in range(n_tokens)]
     rank = unit_scale(np.clip(e.ranking, 0, None))
     columns = token_columns(e)
     tokens_html = "".join(
-        f'<span class="tok" data-t="{t}" style="background:{shade(rank[t])}" '
+        f'<span class="tok" data-t="{t}" style="{shade(rank[t])}" '
         f'title="{html.escape(" ".join(f"{k}={float(v[t]):.4g}" for k, v in columns.items()))}">'
         f'{html.escape(tok)}</span>'
         for t, tok in enumerate(e.answer_tokens))
     words_html = " ".join(
-        f'<span class="word" style="background:{shade(words[0][w])}">{html.escape(word)}</span>'
+        f'<span class="word" style="{shade(words[0][w])}">{html.escape(word)}</span>'
         for w, word in enumerate(e.prompt_words))
     images_html = "".join(_image_figure(e, i, layers[i][0], *ranges[i][0]) for i in range(n_images))
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in columns)
+    header = "".join(f'<th title="{html.escape(COLUMNS.get(name, e.details_doc.get(name, "")))}">{html.escape(name)}</th>'
+                     for name in ["#", "token", *columns])
+    explained = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(COLUMNS.get(name, e.details_doc.get(name, '')))}"
+                          for name in ["#", "token", *columns])
     rows = "".join(
         f'<tr><td>{t}</td><td class="text" dir="auto">{html.escape(tok)}</td>'
         + "".join(f"<td>{float(value[t]):.4g}</td>" for value in columns.values()) + "</tr>"
@@ -203,7 +270,7 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
     notes = "".join(f'<li dir="auto">{html.escape(n)}</li>' for n in e.notes)
     notes_html = f'<div class="notes"><b>Notes</b><ul>{notes}</ul></div>' if notes else ""
     label = " (approximation)" if e.approximate else ""
-    params = html.escape(", ".join(f"{k}={v}" for k, v in e.params.items()))
+    params = html.escape(", ".join(f"{k}={json.dumps(v)}" for k, v in e.params.items()))  # as --set takes them
     shades = [[shade(s) for s in row] for row in words]
     meta = (f"model <code>{html.escape(model_label(e))}</code> &middot; explains the answer's "
             f"{html.escape(EXPLAINED[e.explained])} &middot; {params} &middot; glimpse {html.escape(e.version)}"
@@ -216,12 +283,15 @@ def report(explanation: Explanation, standalone: bool = True) -> str:
 <p><b>Answer</b> (shaded by {html.escape(e.ranking_by)};
 click a token for its own maps, <a href="#" class="all">whole answer</a>):<br>
 <span class="answer" dir="auto">{tokens_html}</span></p>
+<p class="meta">Shades: <span class="swatch"></span> from the lowest to the highest score in each line (the answer
+tokens by {html.escape(e.ranking_by)}; the question words by their relevance to the map shown).</p>
 <p class="showing" dir="auto">Showing: whole answer</p>
 <p class="controls"><label>Map opacity <input type="range" class="opacity" min="0" max="1" step="0.05"
 value="{ALPHA}"></label> &middot; colour bar: each map from its minimum to its maximum over the pixels the model
-saw (darkened: pixels it never saw)</p>
+saw (hatched: pixels it never saw, cropped away by its processor)</p>
 <div class="images">{images_html}</div>
-<div class="table"><table><tr><th>#</th><th>token</th>{header}</tr>{rows}</table></div>
+<div class="table"><table><tr>{header}</tr>{rows}</table></div>
+<p class="meta">{explained}.</p>
 {section}
 </div>
 <script>
@@ -238,7 +308,7 @@ saw (darkened: pixels it never saw)</p>
       f.querySelector('.low').textContent = ranges[i][k][0];
       f.querySelector('.high').textContent = ranges[i][k][1];
     }});
-    root.querySelectorAll('.word').forEach((w, j) => w.style.background = shades[k][j]);
+    root.querySelectorAll('.word').forEach((w, j) => w.style.cssText = shades[k][j]);
     root.querySelectorAll('.tok').forEach(s => s.classList.toggle('on', +s.dataset.t === k - 1));
     const shown = k === 0 ? 'whole answer' : 'token ' + (k - 1) + ' ' + JSON.stringify(tokens[k - 1]);
     root.querySelector('.showing').textContent = 'Showing: ' + shown;
@@ -261,6 +331,8 @@ saw (darkened: pixels it never saw)</p>
 .glimpse-report .stack img.heat{{position:absolute;left:0;top:0;height:100%;opacity:{ALPHA}}}
 .glimpse-report .colourbar{{display:flex;align-items:center;gap:6px;font-size:12px;margin:4px 0}}
 .glimpse-report .colourbar .bar{{flex:1;height:10px;background:{colour_gradient()}}}
+.glimpse-report .swatch{{display:inline-block;width:80px;height:10px;vertical-align:middle;
+  background:linear-gradient(to right,{css_rgb(*shade_rgb(0))},{css_rgb(*shade_rgb(1))})}}
 .glimpse-report .table{{overflow-x:auto}}
 .glimpse-report table{{border-collapse:collapse;margin-top:12px;font-size:13px}}
 .glimpse-report td,.glimpse-report th{{border:1px solid #ccc;padding:2px 6px;text-align:right}}

@@ -210,7 +210,7 @@ def _pictures(state: dict[str, Any], choice: str, opacity: float) -> tuple[Image
 
 def _answer_html(explanation: Explanation) -> str:
     """The answer's tokens, each shaded by its weight in the holistic map."""
-    spans = "".join(f'<span title="weight {w:.3f}" style="background:{shade(u)};padding:1px 2px;margin:0 1px">'
+    spans = "".join(f'<span title="weight {w:.3f}" style="{shade(u)};padding:1px 2px;margin:0 1px">'
                     f'{html.escape(t)}</span>'
                     for t, w, u in zip(explanation.answer_tokens, explanation.token_weights,
                                        unit_scale(explanation.token_weights)))
@@ -220,7 +220,7 @@ def _answer_html(explanation: Explanation) -> str:
 
 def _prompt_html(explanation: Explanation, token: int | None) -> str:
     scores = explanation.prompt_word_scores if token is None else explanation.token_prompt_word_scores(token)
-    words = " ".join(f'<span title="{s:.4g}" style="background:{shade(u)};padding:1px 2px">{html.escape(w)}</span>'
+    words = " ".join(f'<span title="{s:.4g}" style="{shade(u)};padding:1px 2px">{html.escape(w)}</span>'
                      for w, s, u in zip(explanation.prompt_words, scores, unit_scale(np.clip(scores, 0, None))))
     return f'<p dir="auto"><b>question words</b> (shaded by their score): <span class="prompt">{words}</span></p>'
 

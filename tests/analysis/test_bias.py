@@ -54,11 +54,11 @@ def scene(shipped):
 
 def test_shares_golden_values(scene):
     original = scene[2]["explanation"]
-    assert original.prompt_words == ["what", "shape", "is", "the", "green", "object?"]
+    assert original.prompt_words == ["what", "shape", "is", "the", "green", "object"]
     assert original.word_of_token == [0, 1, 2, 3, 4, 5, 5]
     visual = np.zeros(original.visual.size, dtype=np.float32)
     visual[:3] = [3, -5, 1]  # positive image mass 4
-    prompt = np.array([1, 0, 0, 0, 0, -2, 0.5], dtype=np.float32)  # positive mass 1.5; "object?" sums to -1.5
+    prompt = np.array([1, 0, 0, 0, 0, -2, 0.5], dtype=np.float32)  # positive mass 1.5; "object" sums to -1.5
     token_visual = np.stack([np.zeros_like(visual), np.r_[2.0, -np.ones(visual.size - 1)]]).astype(np.float32)
     token_prompt = np.array([np.zeros(7), [0, 0, 0, 0, 6, 0, 0]], dtype=np.float32)
     built = replace(original, visual=visual, prompt=prompt, token_visual=token_visual, token_prompt=token_prompt,

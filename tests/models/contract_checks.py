@@ -84,7 +84,7 @@ def check_question(model, processor, family: Family) -> None:
     system = f"You are a careful assistant. {QUESTION} is not the question here."
     adapter, inputs, layout = prepare(model, processor, coordinate_images(family.prompts[0][:1]), system=system)
     ids, tok = inputs["input_ids"][0].tolist(), adapter.tokenizer
-    assert layout.question_located and layout.prompt_words == tuple(QUESTION.split())
+    assert layout.question_located and layout.prompt_words == tuple(QUESTION.rstrip("?").split())
     assert tok.decode([ids[p] for p in layout.prompt]).strip() == QUESTION
     assert list(layout.prompt) == list(range(layout.prompt[0], layout.prompt[-1] + 1))
     assert layout.prompt[0] > max(layout.image_sequence_positions)

@@ -18,6 +18,7 @@ from footprint import footprint_blocks
 from transformers import ProcessorMixin
 
 import glimpse
+from glimpse.render import overlay
 from reference import assert_match, named_like_reference, reference_glimpse
 from tiny_families_tiles import language_model, vision_tower
 
@@ -143,7 +144,7 @@ def check_left_tokens_paint_left(explanation, tile: int) -> None:
     assert heat.shape == (layout.height, layout.width)
     assert np.unravel_index(heat.argmax(), heat.shape)[1] < third
     assert heat[:, :third].mean() > 0 and heat[:, -third:].max() == 0
-    picture = np.asarray(e.to_png(), dtype=np.float32)
+    picture = np.asarray(overlay(e), dtype=np.float32)
     assert picture.shape == (layout.height, layout.width, 3)
-    warmth = picture[..., 0] - picture[..., 2]  # jet: red where hot, blue where cold
+    warmth = picture[..., 0] - picture[..., 2]  # inferno: yellow-orange where hot; cold shows the image
     assert warmth[heat > heat.max() / 2].mean() > warmth[:, -third:].mean() + 20

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import progress
 from ..capture import frozen
 from ..errors import MethodError, OptionError
 from ..layout import SequenceLayout
@@ -194,11 +195,12 @@ class Occlusion(PixelMethod):
                changes: list[dict[str, torch.Tensor]]) -> torch.Tensor:
         """clean - log p(y_t) for every changed input ([len(changes), T]), `batch_size` per forward."""
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), progress.steps(-(-len(changes) // self.batch_size), "occlusion") as bar:
             for start in range(0, len(changes), self.batch_size):
                 chunk = changes[start:start + self.batch_size]
                 stacked = {k: torch.cat([c[k] for c in chunk]) for k in chunk[0]}
                 out.append(clean - answer_log_probs(model, repeat_inputs(inputs, len(chunk), **stacked), layout))
+                bar.update(1)
         return torch.cat(out).float().cpu()
 
     def _replacement_id(self, adapter: Adapter) -> int:
@@ -250,12 +252,15 @@ def integrate(forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor
     [batch, T], the points [batch, ...] as the tensor to differentiate with respect to).
     """
     total = None
-    with torch.enable_grad():
+    chunks = -(-len(alphas) // batch_size)
+    with torch.enable_grad(), progress.steps(chunks * n_answer, "integrated gradients") as bar:
         for start in range(0, len(alphas), batch_size):
             log_probs, points = forward(alphas[start:start + batch_size])
             w = weights[start:start + batch_size].to(log_probs)
-            grads = [torch.autograd.grad(log_probs[:, t] @ w, points, retain_graph=t < n_answer - 1)[0].float().sum(0)
-                     for t in range(n_answer)]
+            grads = []
+            for t in range(n_answer):
+                grads.append(torch.autograd.grad(log_probs[:, t] @ w, points, retain_graph=t < n_answer - 1)[0].float().sum(0))
+                bar.update(1)
             part = torch.stack(grads)
             total = part if total is None else total + part
     return total

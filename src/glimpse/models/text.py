@@ -76,7 +76,8 @@ def question_span(tokenizer: Any, input_ids: Sequence[int], prompt_text: str,
 
 
 def words_of_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Merge sub-word tokens into the whitespace-separated words of `text` they fall in."""
+    """Merge sub-word tokens into the whitespace-separated words of `text` they fall in (the unit of
+    human gaze on a question), each labelled without its surrounding punctuation."""
     words = [(m.start(), m.end(), m.group()) for m in re.finditer(r"\S+", text)]
     word_of, used = [], []
     for a, b in spans:
@@ -88,7 +89,13 @@ def words_of_spans(text: str, spans: Sequence[tuple[int, int]]) -> tuple[tuple[s
     for index in word_of:
         if index not in used:
             used.append(index)
-    return tuple(words[i][2] for i in used), tuple(used.index(i) for i in word_of)
+    return tuple(_label(words[i][2]) for i in used), tuple(used.index(i) for i in word_of)
+
+
+def _label(word: str) -> str:
+    """A word as reports name it: without the punctuation around it ("there?" -> "there"), unless
+    it is all punctuation. Its tokens, the "?" among them, still count to it."""
+    return re.sub(r"^[^\w]+|[^\w]+$", "", word) or word
 
 
 def fallback_prompt(tokenizer: Any, ids: Sequence[int], excluded: set[int]) -> list[int]:
@@ -96,6 +103,23 @@ def fallback_prompt(tokenizer: Any, ids: Sequence[int], excluded: set[int]) -> l
     the method's documented prompt P when the question cannot be located."""
     special = set(tokenizer.all_special_ids)
     return [i for i, t in enumerate(ids) if i not in excluded and t not in special]
+
+
+def token_texts(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """Each token's text as it reads in the decoded sequence, with the tokenizer's own spacing
+    (SentencePiece's "▁are" and a word-level tokenizer's "are" both read " are" after a word): the
+    growth of the decoded prefix, so that the texts join to the decoded sequence. A byte token that
+    completes no character (the first bytes of a multi-byte letter) reads "": the token completing
+    the letter carries it."""
+    texts, before = [], ""
+    for end in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(list(ids[:end]))
+        if prefix.endswith("\ufffd") and end < len(ids):
+            texts.append("")
+            continue
+        texts.append(prefix[len(before):] if prefix.startswith(before) else tokenizer.decode([ids[end - 1]]))
+        before = prefix
+    return texts
 
 
 def token_words(tokenizer: Any, ids: Sequence[int], positions: Sequence[int]) -> tuple[str, ...]:
