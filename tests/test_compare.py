@@ -72,7 +72,7 @@ def test_the_png_is_the_grid(comparison, tmp_path):
 
 def test_several_images_are_a_column_each_per_method(shipped, sample):
     two = compare(shipped.model, shipped.processor, [sample.image, make_sample(1).image], sample.question,
-                  ["raw_attention"], answer="there are five objects.")
+                  ["raw_attention"], answer="there are four objects.")
     assert not two.answer_generated and two.explanations["raw_attention"].answer_generated is False
     fig = two.figure(tokens=1)
     assert [ax.get_title() for ax in fig.axes[:2]] == ["raw_attention\nimage 0", "raw_attention\nimage 1"]

@@ -141,6 +141,9 @@ CASES: dict[str, Case] = {
     "answer words the tokenizer does not know": Case(
         glimpse.InputWarning, "'zzz' are not in the model's vocabulary", ask(answer="zzz red"),
         explain_args("scene.png", QUESTION, "-a", "zzz red")),
+    "question words the tokenizer does not know": Case(
+        glimpse.InputWarning, "'What', 'man', 'holding' are not in the model's vocabulary",
+        ask(prompt="What is the man holding?"), explain_args("scene.png", "What is the man holding?")),
     "a model folder without weights, with corrupt weights, with weights of other shapes than its config, without "
     "tokenizer or processor files, with a `config.json` that is not JSON": Case(
         glimpse.ModelLoadError, "has no weights", lambda ctx: glimpse.load(ctx.folder / "no-weights", device="cpu"),
@@ -246,6 +249,7 @@ def ctx(workdir, tiny_llava, tiny_llava_dir, monkeypatch, read_only):
     shutil.rmtree(folder / "out", ignore_errors=True)  # what a warning's successful run wrote
 
 
+@pytest.mark.filterwarnings("ignore::glimpse.DomainWarning")  # a converted scene is no scene: beside the point
 @pytest.mark.parametrize("row", CASES)
 def test_through_the_api(ctx, row):
     case = CASES[row]

@@ -153,14 +153,14 @@ def test_report_shows_a_method_section_only_where_the_method_has_one(tiny_llava)
     image = rand_image(90, 60, seed=3)
     reports = {name: glimpse.explain(model, processor, image, QUESTION, answer=" a red circle", method=name).to_html()
                for name in ("glimpse", "raw_attention", "tam")}
-    assert "<th>gamma</th>" in reports["glimpse"] and "<th>beta_prompt</th>" in reports["glimpse"]
+    assert ">gamma</th>" in reports["glimpse"] and ">beta_prompt</th>" in reports["glimpse"]
     assert "glimpse values" in reports["glimpse"] and "head_weights" in reports["glimpse"]
-    assert "<th>weight</th>" in reports["glimpse"] and "<th>rank score</th>" not in reports["glimpse"]
+    assert ">weight</th>" in reports["glimpse"] and ">rank score</th>" not in reports["glimpse"]
     for name in ("raw_attention", "tam"):  # equal token weights (a mean over tokens) are no column
-        for word in ("gamma", "beta", "alpha", "head_weights", "raw_attention values", "<th>weight</th>"):
+        for word in ("gamma", "beta", "alpha", "head_weights", "raw_attention values", ">weight</th>"):
             assert word not in reports[name]
-        assert "<th>rank score</th>" in reports[name]
-    assert "<th>interference_scale</th>" in reports["tam"] and "tam values" in reports["tam"]
+        assert ">rank score</th>" in reports[name]
+    assert ">interference_scale</th>" in reports["tam"] and "tam values" in reports["tam"]
     assert "attention pattern" in reports["raw_attention"] and "raw logits" in reports["glimpse"]
 
 

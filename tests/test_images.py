@@ -1,5 +1,7 @@
 """Image input: every mode becomes RGB, EXIF rotation is applied, bad files give ImageError."""
 
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,8 +16,11 @@ def test_modes_become_rgb(tmp_path, mode):
     picture = base.convert(mode) if mode != "I;16" else base.convert("L").convert("I;16")
     path = tmp_path / ("x.tiff" if mode in ("I;16", "CMYK") else "x.png")
     picture.save(path)
-    loaded = load_image(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_image(path)
     assert loaded.mode == "RGB" and loaded.size == (30, 20)
+    assert [str(w.message)[:21] for w in caught] == (["a I;16 image was conv"] if mode == "I;16" else [])
 
 
 def test_rgba_transparency_is_composited_on_white(tmp_path):

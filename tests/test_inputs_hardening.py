@@ -76,7 +76,7 @@ def test_an_answer_past_the_context_length_is_refused_before_any_forward_pass(no
 def test_a_generated_answer_stops_at_the_context_length_with_a_note(shipped, scene, monkeypatch):
     from glimpse.pipeline import _encoded
 
-    n_prompt = _encoded(shipped.model, shipped.processor, scene.image, scene.question, None)[3]["input_ids"].shape[1]
+    n_prompt = _encoded(shipped.model, shipped.processor, scene.image, scene.question, None, [])[3]["input_ids"].shape[1]
     monkeypatch.setattr(type(adapter_for(shipped.model, shipped.processor)), "context_length",
                         lambda self: n_prompt + 2)
     with pytest.warns(InputWarning, match=rf"generated up to the model's context length \({n_prompt + 2} tokens\): "
@@ -145,6 +145,28 @@ def test_unknown_words_are_warned_about_by_name_and_noted(shipped, scene):
     assert result.answer == "the circle is red"  # the unknown tokens are explained, not shown
     assert len(result.answer_token_ids) == 7
     assert any("'zzz', 'qqq'" in note for note in result.notes)
+
+
+def test_unknown_question_words_are_named_with_the_shipped_models_four_questions(shipped, scene):
+    with pytest.warns(InputWarning, match=r"the question's word\(s\) 'What', 'man', 'holding' are not in the model's "
+                                          r"vocabulary: it reads them as its unknown token '<unk>'") as caught:
+        result = explain(shipped, scene, "What is the man holding?")
+    message = str(caught[0].message)
+    assert all(f'"{form}"' in message for form in world.QUESTION_FORMS) and "circle" in message and "purple" in message
+    assert message in result.notes
+
+
+def test_a_question_in_the_models_words_is_not_warned_about(shipped, scene):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        explain(shipped, scene)  # scene.question: one of the four forms
+
+
+def test_the_demos_help_shows_the_four_questions():
+    from cli_runs import run
+
+    shown = " ".join(run("demo", "--help", cwd=".").stdout.split())
+    assert all(f'"{form}"' in shown for form in world.QUESTION_FORMS)
 
 
 def test_words_the_tokenizer_drops_are_warned_about_by_name(shipped, scene):

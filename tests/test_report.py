@@ -25,7 +25,8 @@ def explanation(tiny_llava):
     """Two images, an Arabic question, a long answer: the hard cases in one cheap explanation."""
     model, processor = tiny_llava
     images = [rand_image(90, 60, seed=3), rand_image(40, 80, seed=4)]
-    return glimpse.explain(model, processor, images, QUESTION, answer=LONG_ANSWER, method="raw_attention")
+    return glimpse.explain(model, processor, images, QUESTION, answer=LONG_ANSWER, method="raw_attention",
+                           max_answer_tokens=100)
 
 
 @pytest.fixture(scope="module")

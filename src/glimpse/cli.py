@@ -250,7 +250,15 @@ def report_result(result, folder: Path) -> None:
     typer.echo(f"wrote {folder}/: " + ", ".join(sorted(p.name for p in folder.iterdir())))
 
 
-@app.command()
+def demo_help() -> str:
+    from .toy.questions import QUESTION_FORMS
+
+    return ("Offline demo on the shipped shapes-world model: draw a scene, ask, answer, explain. The model knows "
+            "only the shapes world and was trained on four questions: "
+            + "; ".join(f'"{form}"' for form in QUESTION_FORMS) + ".")
+
+
+@app.command(help=demo_help())
 def demo(
     seed: int = typer.Option(0, help="Which shapes-world scene to draw (any integer)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder. Default: a new glimpse-out/run-NNN."),
@@ -258,7 +266,6 @@ def demo(
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Another shapes-world model folder (e.g. one you trained). Default: shipped."),
 ) -> None:
-    """Offline demo on the shipped shapes-world model: draw a scene, ask, answer, explain."""
     from .folders import staged_folder
     from .toy.demo import run_demo
 

@@ -17,7 +17,7 @@ from .methods.base import check_images
 from .models import adapter_for, text
 from .render import model_name
 from .resources import is_out_of_memory, measured
-from .toy.world import is_scene
+from .toy import world
 
 # The answer tokens explained when `max_answer_tokens` is not given: each costs a backward pass (or a
 # block of one) in most methods, and a long answer's late tokens say little about the image.
@@ -66,13 +66,14 @@ def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput]
             raise AnswerError(f"the first {limit} answer token(s), all that are explained, hold no word the model "
                               "knows; give a larger max_answer_tokens")
     _check_length(adapter, inputs, len(answer_ids))
+    _note_unknown_question_words(model, adapter.tokenizer, prompt, notes)
     full = adapter.with_answer(inputs, answer_ids)
     layout = adapter.layout(full, images, prompt_text, prompt, len(answer_ids))
     check_images(chosen, layout)
     if not layout.question_located:
         note(notes, "the question could not be located in the prompt: every non-special prompt token stands for it")
     _note_cropped(layout.images, notes)
-    if _is_shipped_model(model) and not all(is_scene(picture) for picture in images):
+    if _is_shipped_model(model) and not all(world.is_scene(picture) for picture in images):
         note(notes, "the shipped default model knows only the synthetic shapes world (coloured shapes on grey); "
                     "on this image its answer and explanation mean little: load a real model for photos",
              DomainWarning)
@@ -136,6 +137,23 @@ def _refuse_placeholders(adapter: Any, value: str | None, name: str, error: type
     if found:
         raise error(f"the {name} contains {found[0]!r}, the model's image placeholder: remove it from the {name}; "
                     "glimpse puts the image(s) into the model's input itself")
+
+
+def _note_unknown_question_words(model: Any, tokenizer: Any, question: str, notes: list[str]) -> None:
+    """A warning naming the question's words the tokenizer does not know (the model reads its unknown
+    token, or nothing, for them); for the shipped model, with the questions it was trained on."""
+    unknown, dropped = text.unknown_words(tokenizer, question)
+    if not unknown and not dropped:
+        return
+    forms = ""
+    if _is_shipped_model(model):
+        forms = (f"; the shipped shapes-world model knows only its {len(world.vocabulary())} words and was trained "
+                 "on four questions: "
+                 + ", ".join(f'"{form}"' for form in world.QUESTION_FORMS)
+                 + f" (shapes: {', '.join(world.SHAPES)}; colours: {', '.join(world.COLORS)})")
+    note(notes, f"the question's word(s) {_quoted(unknown + dropped)} are not in the model's vocabulary: it reads "
+                f"them as {'its unknown token ' + repr(tokenizer.unk_token) if unknown else 'nothing'}, so its answer "
+                f"may mean little{forms}", InputWarning)
 
 
 def _given_answer(adapter: Any, prompt_text: str, answer: str, notes: list[str]) -> list[int]:

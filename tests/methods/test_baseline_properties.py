@@ -391,7 +391,8 @@ def test_tam_falls_back_to_the_logits_when_the_head_does_not_reproduce_them(tiny
     expected = glimpse.explain(model, processor, image, QUESTION, answer=ANSWER, method="tam")
     wrong = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=False)
     monkeypatch.setattr(type(model), "get_output_embeddings", lambda self: wrong)
-    fallback = glimpse.explain(model, processor, image, QUESTION, answer=ANSWER, method="tam")
+    with pytest.warns(glimpse.CostWarning, match="TAM ran a second forward pass"):
+        fallback = glimpse.explain(model, processor, image, QUESTION, answer=ANSWER, method="tam")
     np.testing.assert_allclose(fallback.token_visual, expected.token_visual, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fallback.token_prompt, expected.token_prompt, rtol=1e-5, atol=1e-6)
 

@@ -151,7 +151,7 @@ def test_a_method_written_in_one_class_runs_everywhere_a_builtin_does(tiny_llava
         e.save(tmp_path / "e")
         again = glimpse.Explanation.load(tmp_path / "e")
         np.testing.assert_array_equal(again.details["row_sums"], e.details["row_sums"])
-        assert "<th>row_sums</th>" in (tmp_path / "e" / "report.html").read_text()
+        assert ">row_sums</th>" in (tmp_path / "e" / "report.html").read_text()
     finally:
         unregister_method("last_layer_attention_for_test")
 

@@ -58,7 +58,8 @@ def test_explain_without_a_model_says_the_shipped_model_knows_only_its_world(tmp
     assert result.exit_code == 0, result.output
     assert result.stderr.count("warning: the shipped default model knows only the synthetic shapes world") == 1
     doc = json.loads((tmp_path / "out" / "explanation.json").read_text())
-    assert len(doc["notes"]) == 1 and "shapes world" in doc["notes"][0]
+    assert len(doc["notes"]) == 2 and "shapes world" in doc["notes"][1]  # after the unknown "man", "holding"
+    assert "'man', 'holding' are not in the model's vocabulary" in doc["notes"][0]
     assert "shapes world" in (tmp_path / "out" / "report.html").read_text()
 
 

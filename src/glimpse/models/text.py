@@ -34,7 +34,8 @@ def answer_ids(tokenizer: Any, prompt_text: str, answer: str) -> list[int]:
 
 
 def unknown_words(tokenizer: Any, answer: str) -> tuple[list[str], list[str]]:
-    """The whitespace-separated words of `answer` the tokenizer does not know, each once, in order:
+    """The whitespace-separated words of `answer` the tokenizer does not know (without the punctuation
+    around them), each once, in order:
     (unknown, dropped): those that become (at least partly) its unknown token, and those it turns
     into no token at all. A byte-level tokenizer knows every word: both lists are empty."""
     unk = getattr(tokenizer, "unk_token_id", None)
@@ -42,10 +43,10 @@ def unknown_words(tokenizer: Any, answer: str) -> tuple[list[str], list[str]]:
     for word in dict.fromkeys(answer.split()):
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         if not ids:
-            dropped.append(word)
+            dropped.append(_label(word))
         elif unk is not None and unk in ids:
-            unknown.append(word)
-    return unknown, dropped
+            unknown.append(_label(word))  # "holding", not "holding?": the mark is known
+    return list(dict.fromkeys(unknown)), list(dict.fromkeys(dropped))
 
 
 def known_ids(tokenizer: Any, ids: Sequence[int]) -> list[int]:

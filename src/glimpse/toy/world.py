@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .questions import QUESTION_FORMS
+
 SIZE = 224
 GAP = 4
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -166,14 +168,15 @@ def question_answer(objects: list[WorldObject], qtype: int, target: int | None) 
     if qtype == 4:
         n = len(objects)
         answer = "there is one object." if n == 1 else f"there are {NUMBERS[n - 1]} objects."
-        return "how many objects are there?", answer
+        return QUESTION_FORMS[3], answer
     assert target is not None
     o = objects[target]
+    question = QUESTION_FORMS[qtype - 1].format(shape=o.shape, color=o.color)
     if qtype == 1:
-        return f"what color is the {o.shape}?", f"the {o.shape} is {o.color}."
+        return question, f"the {o.shape} is {o.color}."
     if qtype == 2:
-        return f"what shape is the {o.color} object?", f"the {o.color} object is a {o.shape}."
-    return f"where is the {o.color} {o.shape}?", f"the {o.color} {o.shape} is at the {o.quadrant}."
+        return question, f"the {o.color} object is a {o.shape}."
+    return question, f"the {o.color} {o.shape} is at the {o.quadrant}."
 
 
 def scene_questions(scene: Scene) -> list[tuple[str, str]]:
