@@ -1,4 +1,5 @@
-"""Makes docs/demo.png, the README's picture: the shipped model's explanation of one scene.
+"""Makes the README's pictures of the shipped model's explanation of one scene: docs/demo.png (the
+publication figure) and docs/tokens.png (the filmstrip `glimpse explain` writes as tokens.png).
 
     python docs/make_demo_figure.py [--seed 11]
 """
@@ -7,6 +8,7 @@ import argparse
 from pathlib import Path
 
 import glimpse
+from glimpse.summary import filmstrip
 from glimpse.toy import world
 from glimpse.toy.localisation import answer_word_token
 
@@ -23,7 +25,10 @@ def main() -> None:
     word = answer_word_token(sample, explanation.answer_tokens)
     tokens = sorted(set(explanation.top_tokens(2)) | ({word} if word is not None else set()))
     explanation.figure(tokens=tokens).savefig(args.out, dpi=110, bbox_inches="tight")
-    print(f"scene {args.seed}: {sample.question} -> {explanation.answer} (truth: {sample.answer}); wrote {args.out}")
+    strip = args.out.with_name("tokens.png")
+    filmstrip(explanation).save(strip)
+    print(f"scene {args.seed}: {sample.question} -> {explanation.answer} (truth: {sample.answer}); wrote {args.out}, "
+          f"{strip}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import re
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 import glimpse
@@ -109,6 +110,40 @@ def test_the_model_is_recorded_with_the_hub_commit_it_was_loaded_at(tiny_llava, 
     monkeypatch.setattr(model.config, "_commit_hash", None)  # a local folder: no commit to record
     assert glimpse.explain(model, processor, rand_image(64, 48), "what color is it?", answer=" red",
                            method="raw_attention").model_revision is None
+
+
+@pytest.fixture(scope="module")
+def glimpse_report(tiny_llava):
+    model, processor = tiny_llava
+    explanation = glimpse.explain(model, processor, rand_image(64, 48), "is it there?", answer=" a red circle")
+    return explanation, explanation.to_html()
+
+
+def test_the_answer_reads_with_its_spaces_and_the_words_without_punctuation(glimpse_report):
+    explanation, page = glimpse_report
+    answer = re.search(r'<span class="answer" dir="auto">(.*?)</span></p>', page).group(1)
+    assert html.unescape(re.sub(r"<[^>]+>", "", answer)) == " a red circle"  # not "aredcircle"
+    words = re.findall(r'<span class="word" style="[^"]*">([^<]*)</span>', page)
+    assert words == ["is", "it", "there"] == explanation.prompt_words
+
+
+def test_dark_shades_have_white_text_and_every_shade_has_a_legend(glimpse_report):
+    explanation, page = glimpse_report
+    top = int(np.argmax(explanation.ranking))
+    assert re.search(rf'<span class="tok" data-t="{top}" style="background:rgb\([\d,]+\);color:#fff"', page)
+    light = int(np.argmin(explanation.ranking))
+    assert re.search(rf'<span class="tok" data-t="{light}" style="background:rgb\([\d,]+\);color:#000"', page)
+    assert 'Shades: <span class="swatch"></span> from the lowest to the highest score' in page
+
+
+def test_the_tables_columns_are_explained_and_options_read_as_set_takes_them(glimpse_report):
+    explanation, page = glimpse_report
+    headers = re.findall(r'<th title="([^"]*)">([^<]*)</th>', page)
+    assert [name for _, name in headers] == ["#", "token", "p", "weight", "beta_prompt", "gamma"]
+    assert all(meaning for meaning, _ in headers)
+    assert "<b>p</b>: the model&#x27;s probability of the token" in page
+    assert "depth_scale=null" in page and "exclude_sinks=false" in page and 'path=&quot;auto&quot;' in page
+    assert "None" not in page and "False" not in page
 
 
 CHROMIUM = os.environ.get("GLIMPSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from .errors import GlimpseError
-from .render import agg_figure, overlay, shade_rgb, unit_scale
+from .render import agg_figure, overlay, shade_rgb, text_colour, unit_scale
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,7 +111,8 @@ def _shaded_lines(fig: Figure, width: float, rows: list[tuple[str, list[str], np
         lines.append([(head, MARGIN)])
         x = start
         for piece, score in zip(pieces, unit_scale(scores)):
-            text = _text(fig, piece, bbox={"facecolor": shade_rgb(score), "edgecolor": "none", "pad": 1.5})
+            colour = shade_rgb(score)
+            text = _text(fig, piece, color=text_colour(*colour), bbox={"facecolor": colour, "edgecolor": "none", "pad": 1.5})
             size = _width(text, renderer)
             if x > start and x + size > width - MARGIN:
                 lines.append([])

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 # Perceptually uniform and sequential: brightness grows with the value, in colour and in grey alike.
 COLORMAP = "inferno"
-ALPHA = 0.7  # opacity of the colour where the map peaks; it fades with the value (see `blend`)
+ALPHA = 0.7  # opacity of the colour where the map is high; it fades with the value (see `blend`)
+FULL_FROM = 0.5  # the normalised value from which the colour has its full opacity
 DISPLAY_SIDE = 2048  # longest side of a rendered map (PNG, report, figure): a screen's, whatever the photo's
 REPORT_SIDE = 360  # longest side of the pictures embedded in HTML pages (by default)
 IMAGE_SIDE = 512  # longest side at which the report shows an image: readable, and the file stays a few MB
@@ -42,16 +43,16 @@ def overlay(explanation: Explanation, image: int = 0, token: int | None = None, 
 
 def blend(picture: Image.Image, values: np.ndarray, seen: np.ndarray, alpha: float = ALPHA,
           colormap: str = COLORMAP, **normalisation) -> Image.Image:
-    """`values` coloured over `picture` with an opacity of `alpha` times the square root of the
-    normalised value: where the model looked, the colour; elsewhere the image's own colours, which
-    stay readable (a colour question's objects keep theirs). Unseen pixels are darkened and hatched."""
+    """`values` coloured over `picture` with an opacity growing with the normalised value, `alpha` from
+    `FULL_FROM` up: where the model looked, the colour; elsewhere the image's own colours, which stay
+    readable (a colour question's objects keep theirs). Unseen pixels are darkened and hatched."""
     level = maps.normalise(values, seen, **normalisation)
     heat = colormaps[colormap](level)[..., :3]
     picture = picture.convert("RGB")
     if picture.size != (seen.shape[1], seen.shape[0]):
         picture = picture.resize((seen.shape[1], seen.shape[0]), Image.BILINEAR)
     base = np.asarray(picture, dtype=np.float32) / 255.0
-    opacity = alpha * np.sqrt(level)[..., None]
+    opacity = alpha * np.minimum(1.0, level / FULL_FROM)[..., None]
     rows, cols = np.indices(seen.shape)
     hatched = np.where(((rows + cols) % 16 < 2)[..., None], 0.6, UNSEEN * base)  # visible on dark images too
     blended = np.where(seen[..., None], (1 - opacity) * base + opacity * heat, hatched)
@@ -131,8 +132,12 @@ def shade_rgb(score: float) -> tuple[float, float, float]:
 def shade(score: float) -> str:
     """Inline CSS for a score's shade: the background, and white text where it is dark."""
     r, g, b = shade_rgb(score)
-    text = "#fff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "#000"  # relative luminance
-    return f"background:{css_rgb(r, g, b)};color:{text}"
+    return f"background:{css_rgb(r, g, b)};color:{text_colour(r, g, b)}"
+
+
+def text_colour(r: float, g: float, b: float) -> str:
+    """Black on a light background, white on a dark one (by relative luminance)."""
+    return "#fff" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.45 else "#000"
 
 
 def css_rgb(r: float, g: float, b: float) -> str:

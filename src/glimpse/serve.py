@@ -23,7 +23,7 @@ from PIL import Image
 from .batch.work import error_text
 from .errors import GlimpseError
 from .explanation import Explanation
-from .render import colour_gradient, map_range, overlay, shade, unit_scale
+from .render import ALPHA, colour_gradient, map_range, overlay, shade, unit_scale
 
 MAX_PIXELS = 25_000_000  # larger uploads are refused before any work: a 7B model's processor would resize anyway
 MAX_FILE_SIZE = "20mb"
@@ -69,7 +69,7 @@ def build_app(model: str | None = None, device: str = "auto") -> Any:
         except Exception as exc:  # shown in the page; the traceback goes to the server's log only
             return (None, _message(exc), "", gr.update(choices=[WHOLE], value=WHOLE), None, None, "", "", None)
         return (state, "", _answer_html(first), gr.update(choices=_token_choices(first), value=WHOLE),
-                *_pictures(state, WHOLE, 0.5), _colour_bar(first, None), _prompt_html(first, None), state["download"])
+                *_pictures(state, WHOLE, ALPHA), _colour_bar(first, None), _prompt_html(first, None), state["download"])
 
     def show(state, choice, opacity):
         if not state:
@@ -127,7 +127,7 @@ def build_app(model: str | None = None, device: str = "auto") -> Any:
         message = gr.HTML(elem_id="message")
         answer_view = gr.HTML(elem_id="answer-view")
         token = gr.Radio(choices=[WHOLE], value=WHOLE, label="map of", elem_id="token")
-        opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="opacity", elem_id="opacity")
+        opacity = gr.Slider(0.0, 1.0, value=ALPHA, step=0.05, label="opacity", elem_id="opacity")
         with gr.Row():
             first_map = gr.Image(label="map", type="pil", interactive=False, elem_id="map")
             second_map = gr.Image(label="compared method's map", type="pil", interactive=False, elem_id="second-map")
