@@ -14,6 +14,7 @@ import typer
 
 from . import progress as bars  # the module; `progress` is many commands' callback
 from .errors import GlimpseError
+from .limits import DEFAULT_MAX_ANSWER_TOKENS
 
 GLIMPSE_FLAG = "GLIMPSE option (glimpse, glimpse_fast; default: the method's, see `glimpse methods`); the same as"
 
@@ -42,7 +43,8 @@ def options(context: typer.Context,
         context.call_on_close(lambda: bars.reset(token))
 
 
-ANSWER_CAP_HELP = "Explain only the first N answer tokens (default: 64, with a warning when an answer is cut)."
+ANSWER_CAP_HELP = (f"Explain only the first N answer tokens (default: {DEFAULT_MAX_ANSWER_TOKENS}, with a warning when "
+                   "an answer is cut).")
 
 
 def fail(message: str) -> None:

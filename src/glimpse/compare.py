@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,15 @@ class Comparison:
     methods: list[str]
     explanations: dict[str, Explanation]
     errors: dict[str, str]
+    # Each map drawn once, at the cells' size, for the page and the grid alike.
+    _drawn: dict[tuple[str, int, int | None], Image.Image] = field(default_factory=dict, init=False, repr=False)
+
+    def picture(self, label: str, image: int, token: int | None) -> Image.Image:
+        """Method `label`'s map of `image` (whole answer, or answer token `token`), as a cell shows it."""
+        key = (label, image, token)
+        if key not in self._drawn:
+            self._drawn[key] = overlay(self.explanations[label], image, token, side=CELL_SIDE)
+        return self._drawn[key]
 
     @property
     def answer_tokens(self) -> list[str]:
@@ -195,7 +204,7 @@ def _cell(c: Comparison, label: str, token: int | None) -> str:
     if label in c.errors:  # the error once, in the whole answer's row
         return f'<td class="failed" dir="auto">{html.escape(c.errors[label]) if token is None else ""}</td>'
     e = c.explanations[label]
-    return "<td>" + "".join(f'<img src="{data_uri(overlay(e, i, token), side=CELL_SIDE)}" '
+    return "<td>" + "".join(f'<img src="{data_uri(c.picture(label, i, token), side=CELL_SIDE)}" '
                             f'alt="{html.escape(label)}: image {i}, {html.escape(_token_label(c, token))}">'
                             for i in range(len(e.images))) + "</td>"
 
@@ -225,7 +234,7 @@ def _grid_cell(ax: Axes, c: Comparison, label: str, image: int, token: int | Non
     ax.set_xticks([])
     ax.set_yticks([])
     if label in c.explanations:
-        ax.imshow(overlay(c.explanations[label], image, token))
+        ax.imshow(c.picture(label, image, token))
         return
     for spine in ax.spines.values():
         spine.set_visible(False)

@@ -12,16 +12,13 @@ from . import __version__, progress
 from .errors import AnswerError, DomainWarning, ImageError, InputWarning, PromptError, ResourceError, collected, note
 from .explanation import Explanation
 from .images import ImageInput, load_image
+from .limits import DEFAULT_MAX_ANSWER_TOKENS
 from .methods import get_method
 from .methods.base import check_images
 from .models import adapter_for, text
 from .render import model_name
 from .resources import is_out_of_memory, measured
 from .toy import world
-
-# The answer tokens explained when `max_answer_tokens` is not given: each costs a backward pass (or a
-# block of one) in most methods, and a long answer's late tokens say little about the image.
-DEFAULT_MAX_ANSWER_TOKENS = 64
 
 
 def explain(model: Any, processor: Any, image: ImageInput | Sequence[ImageInput], prompt: str,

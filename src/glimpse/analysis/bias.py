@@ -21,7 +21,6 @@ prompt-word score in the original explanation: how much the original answer rest
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
@@ -36,7 +35,8 @@ from ..eval.stats import bootstrap_mean
 from ..explanation import Explanation
 from ..images import ImageInput
 from ..pipeline import explain
-from ..render import data_uri
+from ..render import data_uri, overlay
+from .files import write_report
 
 # Methods whose image and prompt scores are one row of one quantity (attention, or relevance
 # propagated through attention) over all positions, so the shares compare like with like.
@@ -234,15 +234,6 @@ SHARE_TEXT = ("Image share: the positive relevance on the image tokens over that
               "together (blue: image, green: prompt).")
 
 
-def _write(folder: str | Path, name: str, page: str, document: dict[str, Any]) -> list[Path]:
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    paths = [target / f"{name}.html", target / f"{name}.json"]
-    paths[0].write_text(page, encoding="utf-8")
-    paths[1].write_text(json.dumps(document, indent=2), encoding="utf-8")
-    return paths
-
-
 def write_bias_report(explanation: Explanation, folder: str | Path, image: int = 0) -> list[Path]:
     """bias.html (the holistic map and share, each token's share) and bias.json in `folder`."""
     result = modality_shares(explanation)
@@ -258,7 +249,7 @@ def write_bias_report(explanation: Explanation, folder: str | Path, image: int =
 <b>{html.escape(holistic['top_prompt_word'] or 'none')}</b>.</p><p>{SHARE_TEXT}</p>
 <table><tr><th>#</th><th>token</th><th>image share</th><th>image mass</th><th>prompt mass</th>
 <th>top prompt word</th></tr>{rows}</table>"""
-    return _write(folder, "bias", _page(f"Bias: {explanation.answer}", body), result)
+    return write_report(folder, "bias", _page(f"Bias: {explanation.answer}", body), result)
 
 
 def write_batch_bias_report(out: str | Path, folder: str | Path, method: str = "glimpse") -> list[Path]:
@@ -275,7 +266,7 @@ def write_batch_bias_report(out: str | Path, folder: str | Path, method: str = "
 {_scale_note(method, result['same_scale'])}<p>Mean holistic image share: <b>{mean}</b> (bootstrap 95% interval).</p>
 <p>{SHARE_TEXT} Items from the lowest image share up.</p><table><tr><th>id</th><th>question</th><th>answer</th>
 <th>image share</th><th>top prompt word</th></tr>{rows}</table>"""
-    return _write(folder, "bias", _page(f"Bias: {method}", body), result)
+    return write_report(folder, "bias", _page(f"Bias: {method}", body), result)
 
 
 def summary_text(summary: dict[str, Any]) -> str:
@@ -297,7 +288,7 @@ def _number(value: float | None, text: str) -> str:
 def _swap_card(result: dict[str, Any], swap: dict[str, Any]) -> str:
     original, swapped = result["explanation"], swap["explanation"]
     figures = "".join(
-        f'<figure><img src="{data_uri(e.to_png())}" alt="map: {html.escape(e.question)}"><figcaption>'
+        f'<figure><img src="{data_uri(overlay(e))}" alt="map: {html.escape(e.question)}"><figcaption>'
         f"{html.escape(e.question)}<br>answer: {html.escape(e.answer)}</figcaption></figure>"
         for e in (original, swapped))
     return (f'<div class="pair"><b>{html.escape(swap["word"])} &rarr; {html.escape(swap["replacement"])}</b><br>'
@@ -325,5 +316,5 @@ def write_counterfactual_report(results: Sequence[dict[str, Any]], folder: str |
 with the same swap applied (an answer that only repeats the swapped word is unchanged). Map CC: Pearson's
 correlation of the two holistic maps; peak: the highest-scoring image token; image share: as in the bias report.</p>
 {''.join(_item_section(r) for r in results)}"""
-    return _write(folder, "counterfactual", _page("Counterfactual prompts", body),
+    return write_report(folder, "counterfactual", _page("Counterfactual prompts", body),
                   {"summary": summary, "items": _document(results)})

@@ -12,7 +12,6 @@ judged this way, which the report says.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 from ..eval.faithfulness import Curve, faithfulness_curve
 from ..explanation import Explanation
 from ..render import agg_figure, data_uri, figure_picture
+from .files import write_report
 
 # A token whose deletion curves (map and random) never move its log-probability by more than this
 # is "not image-dependent": its gain says nothing about its map.
@@ -72,12 +72,7 @@ A token whose log-probability the image does not move (by {STEADY} or less along
 its gain is near 0 whatever its map.</p>
 <table><tr><th>#</th><th>token</th><th>weight in the holistic map</th><th>deletion gain</th><th>image-dependent</th>
 </tr>{rows}</table></body></html>"""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "faithfulness.html", out / "faithfulness.json"]
-    paths[0].write_text(page, encoding="utf-8")
-    paths[1].write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return paths
+    return write_report(folder, "faithfulness", page, result)
 
 
 def _plot(result: dict[str, Any]):

@@ -10,14 +10,14 @@ answer does on average. The grounding score the toy validation ranks by is the r
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..explanation import Explanation
-from ..render import data_uri
+from ..render import data_uri, overlay
+from .files import write_report
 
 REGION = 0.1
 THRESHOLD = 0.5
@@ -52,10 +52,8 @@ def write_hallucination_report(explanation: Explanation, folder: str | Path, ima
                                region: float = REGION, threshold: float = THRESHOLD) -> list[Path]:
     """hallucination.html (each token's map, scores and flag) and hallucination.json in `folder`."""
     result = grounding(explanation, image, region, threshold)
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     cards = "".join(
-        f'<figure class="{"flag" if row["flagged"] else ""}"><img src="{data_uri(explanation.to_png(image=image, token=t))}" '
+        f'<figure class="{"flag" if row["flagged"] else ""}"><img src="{data_uri(overlay(explanation, image, t))}" '
         f'alt="map of token {t}"><figcaption>{html.escape(row["token"])}<br>relative relevance '
         f'{row["relative_relevance"]:.2f}<br>concentration {row["concentration"]:.2f}'
         f'{"<br><b>weakly grounded</b>" if row["flagged"] else ""}</figcaption></figure>'
@@ -69,7 +67,4 @@ Answer: {html.escape(explanation.answer)}</p>
 <p>Weakly grounded (relative relevance below {threshold}): {html.escape(", ".join(flagged)) or "none"}.</p>
 <p>Relative relevance: the token's mean image-token score over the answer's mean; concentration: the share of
 its map's positive mass on its top {region:.0%} of image tokens.</p><div>{cards}</div></body></html>"""
-    paths = [out / "hallucination.html", out / "hallucination.json"]
-    paths[0].write_text(page, encoding="utf-8")
-    paths[1].write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return paths
+    return write_report(folder, "hallucination", page, result)

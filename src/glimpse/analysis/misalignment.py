@@ -12,7 +12,6 @@ shows the `worst` items (least energy in the mask) as a gallery.
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ import numpy as np
 from ..errors import BatchError
 from ..eval.metrics import energy_in_mask, token_cells, touches
 from ..explanation import Explanation
-from ..render import data_uri
+from ..render import data_uri, overlay
+from .files import write_report
 
 CLASSES = ("aligned", "right object, diffuse", "another object", "background")
 DIFFUSE = 2.0
@@ -71,7 +71,7 @@ def write_misalignment_report(out: str | Path, folder: str | Path, method: str =
     counts = {name: sum(f["class"] == name for f in found) for name in CLASSES}
     ordered = sorted(found, key=lambda f: f["energy_in_mask"])[:worst]
     cards = "".join(
-        f'<figure><img src="{data_uri(f["explanation"].to_png())}" alt="map of {html.escape(f["id"])}">'
+        f'<figure><img src="{data_uri(overlay(f["explanation"]))}" alt="map of {html.escape(f["id"])}">'
         f'<figcaption><b>{html.escape(f["class"])}</b><br>{html.escape(f["id"])}: {html.escape(f["question"])}<br>'
         f'answer: {html.escape(f["answer"])}<br>energy in mask {f["energy_in_mask"]:.3f}</figcaption></figure>'
         for f in ordered)
@@ -85,11 +85,6 @@ highest-scoring image token; "diffuse": on the evidence but with less than {diff
 (what a uniform map puts there) of the map's mass on it.</p>
 <table><tr><th>class</th><th>items</th><th>share</th></tr>{table}</table>
 <h2>The {len(ordered)} least aligned (lowest energy in the mask)</h2><div>{cards}</div></body></html>"""
-    target = Path(folder)
-    target.mkdir(parents=True, exist_ok=True)
-    paths = [target / "misalignment.html", target / "misalignment.json"]
-    paths[0].write_text(page, encoding="utf-8")
-    paths[1].write_text(json.dumps({"method": method, "diffuse": diffuse, "counts": counts,
-                                    "items": [{k: v for k, v in f.items() if k != "explanation"} for f in found]},
-                                   indent=2), encoding="utf-8")
-    return paths
+    return write_report(folder, "misalignment", page, {
+        "method": method, "diffuse": diffuse, "counts": counts,
+        "items": [{k: v for k, v in f.items() if k != "explanation"} for f in found]})

@@ -9,7 +9,6 @@ its propagated row over V and P; for other methods the same means of their own s
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ import numpy as np
 from PIL import Image
 
 from ..explanation import Explanation
-from ..render import agg_figure, data_uri, figure_picture
+from ..render import agg_figure, data_uri, figure_picture, overlay
+from .files import write_report
 
 
 def token_dynamics(explanation: Explanation) -> dict[str, Any]:
@@ -39,7 +39,7 @@ def tokens_report(explanation: Explanation, image: int = 0) -> str:
     dynamics = token_dynamics(explanation)
     rows = dynamics["tokens"]
     strip = "".join(
-        f'<figure><img src="{data_uri(explanation.to_png(image=image, token=t))}" alt="map of token {t}">'
+        f'<figure><img src="{data_uri(overlay(explanation, image, t))}" alt="map of token {t}">'
         f"<figcaption>{t}: {html.escape(row['token'])}</figcaption></figure>" for t, row in enumerate(rows))
     table = "".join(
         f"<tr><td>{t}</td><td>{html.escape(row['token'])}</td><td>{row['probability']:.3f}</td>"
@@ -61,12 +61,7 @@ scores (GLIMPSE: v_t and a_t); weight: the token's weight in the holistic visual
 
 def write_tokens_report(explanation: Explanation, folder: str | Path, image: int = 0) -> list[Path]:
     """tokens.html and tokens.json in `folder`."""
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "tokens.html", out / "tokens.json"]
-    paths[0].write_text(tokens_report(explanation, image), encoding="utf-8")
-    paths[1].write_text(json.dumps(token_dynamics(explanation), indent=2), encoding="utf-8")
-    return paths
+    return write_report(folder, "tokens", tokens_report(explanation, image), token_dynamics(explanation))
 
 
 def _plot(rows: list[dict[str, Any]]) -> Image.Image:
