@@ -20,6 +20,7 @@ import json
 import numpy as np
 
 import glimpse
+from glimpse import progress
 from glimpse.eval import pointing_game
 from glimpse.eval.faithfulness import faithfulness_curve
 from glimpse.eval.stats import bootstrap_mean, paired_bootstrap
@@ -36,25 +37,33 @@ def gain(model, processor, explanation, kind, token=None) -> float:
 
 def study(model, processor, n: int, seed: int) -> dict:
     rows = []
-    for sample in single_object_samples(n, seed):
-        base = glimpse.explain(model, processor, sample.image, sample.question)
-        word = answer_word_token(sample, base.answer_tokens) if base.answer == sample.answer else None
-        if word is None:
-            continue
-        tokens = [gain(model, processor, base, "deletion", t) for t in range(len(base.answer_tokens))]
-        row = {"question": sample.question, "answer": base.answer, "word": word, "token_deletion_gain": tokens}
-        for weighting in WEIGHTINGS:
-            e = base if weighting == "full" else glimpse.explain(model, processor, sample.image, sample.question,
-                                                                 answer=base.answer, token_weighting=weighting)
-            row[weighting] = {"word_weight": float(e.token_weights[word]),
-                              "deletion_gain": gain(model, processor, e, "deletion"),
-                              "insertion_gain": gain(model, processor, e, "insertion"),
-                              "pointing": float(pointing_game(e, sample.mask)),
-                              "weights": [float(w) for w in e.token_weights]}
-        rows.append(row)
-        print(f"{len(rows):3d} {sample.question!r}: word gain {tokens[word]:+.3f}, others "
-              f"{np.mean([g for t, g in enumerate(tokens) if t != word]):+.3f}", flush=True)
+    samples = single_object_samples(n, seed)
+    with progress.steps(len(samples), "questions") as bar:
+        for sample in samples:
+            study_one(model, processor, sample, rows)
+            bar.update(1)
     return {"n_scenes": n, "seed": seed, "curve": CURVE, "rows": rows}
+
+
+def study_one(model, processor, sample, rows: list) -> None:
+    """One question's row (appended to `rows`, and printed), where the model answers it right."""
+    base = glimpse.explain(model, processor, sample.image, sample.question)
+    word = answer_word_token(sample, base.answer_tokens) if base.answer == sample.answer else None
+    if word is None:
+        return
+    tokens = [gain(model, processor, base, "deletion", t) for t in range(len(base.answer_tokens))]
+    row = {"question": sample.question, "answer": base.answer, "word": word, "token_deletion_gain": tokens}
+    for weighting in WEIGHTINGS:
+        e = base if weighting == "full" else glimpse.explain(model, processor, sample.image, sample.question,
+                                                             answer=base.answer, token_weighting=weighting)
+        row[weighting] = {"word_weight": float(e.token_weights[word]),
+                          "deletion_gain": gain(model, processor, e, "deletion"),
+                          "insertion_gain": gain(model, processor, e, "insertion"),
+                          "pointing": float(pointing_game(e, sample.mask)),
+                          "weights": [float(w) for w in e.token_weights]}
+    rows.append(row)
+    print(f"{len(rows):3d} {sample.question!r}: word gain {tokens[word]:+.3f}, others "
+          f"{np.mean([g for t, g in enumerate(tokens) if t != word]):+.3f}", flush=True)
 
 
 def summary(result: dict) -> list[str]:
