@@ -34,7 +34,10 @@ def build(device: str, layers: int = 8, dtype: torch.dtype = torch.float32):
         vision_config=CLIPVisionConfig(hidden_size=256, intermediate_size=1024, num_hidden_layers=6,
                                        num_attention_heads=4, image_size=336, patch_size=14),
         text_config=LlamaConfig(hidden_size=512, intermediate_size=1376, num_hidden_layers=layers, num_attention_heads=8,
-                                num_key_value_heads=8, vocab_size=len(tok)),
+                                num_key_value_heads=8, vocab_size=len(tok),
+                                # Room for the longest benchmark sequence (14 images: 8,192 tokens), which
+                                # explain checks against the context length.
+                                max_position_embeddings=16384),
         image_token_index=tok.image_token_id, vision_feature_select_strategy="default", vision_feature_layer=-2)
     torch.manual_seed(0)
     model = LlavaForConditionalGeneration(config).to(device, dtype).eval().requires_grad_(False)

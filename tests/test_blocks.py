@@ -93,6 +93,33 @@ def test_glimpse_steps_match_the_explicit_fusion(kind, seed):
         torch.testing.assert_close(fused_product(rows, attention, head_weights, query, kept), rows @ expected["fused"])
 
 
+@pytest.mark.parametrize("kind", ["causal", "cross"])
+def test_rows_without_gradient_are_skipped_and_change_nothing(kind, monkeypatch):
+    """The last layer's shape: only the answer token's row gets gradient. Its blocks alone are
+    recomputed, and the head weights, evidence and fused product are the explicit ones."""
+    attention = case(kind, seed=3)
+    query = attention.grad_output.shape[1] - 1
+    attention.grad_output[:, :query] = 0
+    probs, grad = explicit(attention)
+    expected = fuse_heads(probs[:, : query + 1], grad, 0.5, attention.causal)
+    computed = []
+    original = LayerAttention._probabilities
+
+    def counted(self, rows, keys):
+        computed.append(rows)
+        return original(self, rows, keys)
+    monkeypatch.setattr(LayerAttention, "_probabilities", counted)
+    monkeypatch.setattr("glimpse.blocks.MAX_BLOCK_ROWS", 4)
+    head_weights, evidence, cached = layer_pass(attention, query, 0.5)
+    assert computed == [slice(16, 17)]  # blocks of 4 rows: 0-3, ..., 12-15 have no gradient
+    assert [weighted is None for _, weighted in cached] == [True] * 4 + [False]
+    torch.testing.assert_close(head_weights, expected["head_weights"])
+    torch.testing.assert_close(evidence, grad.sum(0).abs().sum())
+    rows = torch.rand(2, query + 1, generator=torch.Generator().manual_seed(3))
+    for kept in ([], cached):
+        torch.testing.assert_close(fused_product(rows, attention, head_weights, query, kept), rows @ expected["fused"])
+
+
 @pytest.mark.parametrize("cache_elements", [0, 300, 1 << 26])
 @pytest.mark.parametrize("silent", [(), (1,), (0, 1, 2, 3)])
 def test_streamed_sweep_is_the_two_pass_propagation(monkeypatch, cache_elements, silent):

@@ -51,10 +51,12 @@ class LayerAttention:
 
     def row_blocks(self, stop: int, attention_keys: int, gradient_keys: int | None = None,
                    block_elements: int | None = None,
-                   start: int = 0) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+                   start: int = 0) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor | None]]:
         """(rows, A [H, b, k], dz/dA [H, b, gradient_keys or k]) for rows start..stop-1, where
         k <= attention_keys is the block's last key that any of its rows may attend to, plus one
-        (causal blocks are triangular: the later keys hold no probability).
+        (causal blocks are triangular: the later keys hold no probability). A block whose rows get
+        no gradient is (rows, None, None), computed no further: its dz/dA is zero (in the last
+        layer, every row but the answer token's).
 
         A is normalised over the first `attention_keys` keys only: the caller asks for fewer than
         all keys only where the rest are masked for these rows (causal rows up to the query), so
@@ -65,6 +67,9 @@ class LayerAttention:
         values = self.value.float().transpose(1, 2)
         for first in range(start, stop, size):
             rows = slice(first, min(first + size, stop))
+            if not bool(self.grad_output[:, rows].any()):
+                yield rows, None, None
+                continue
             reach = self._reach(rows, attention_keys)
             attn = self._probabilities(rows, keys[..., :reach])
             yield rows, attn, per_head(self.grad_output[:, rows].float(), values[..., : gradient_keys or reach])

@@ -27,7 +27,7 @@ EPS = 1e-12
 # Gradient-weighted attention elements (float32) one layer's first pass keeps for its second (256 MB).
 CACHE_ELEMENTS = 1 << 26
 
-Cached = list[tuple[slice, torch.Tensor]]
+Cached = list[tuple[slice, torch.Tensor | None]]  # None: a block without gradient
 
 
 def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
@@ -42,6 +42,10 @@ def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
     cached: Cached = []
     caching = True  # the cache holds the first blocks only, the second pass recomputes from where it stops
     for rows, attn, grad in attention.row_blocks(query + 1, _fused_keys(attention, query), attention.n_keys):
+        if grad is None:  # no gradient on these rows: they add nothing, and ReLU(g) A is zero
+            if caching:
+                cached.append((rows, None))
+            continue
         evidence += grad.sum(0).abs().sum()
         relu_grad = grad.clamp_(min=0)  # in place: the block's gradient is not needed any more
         positive += relu_grad.sum((1, 2))
@@ -65,7 +69,8 @@ def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: t
     weights = head_weights.to(rows.device)
     for block, weighted in _weighted_blocks(attention, query, keys, cached):
         carried = rows[:, block]
-        if not bool(carried.any()):  # e.g. every block but the query's in the last layer (r is one-hot there)
+        # Nothing to add: rows without gradient (weighted None), or none carried (r is one-hot in the last layer).
+        if weighted is None or not bool(carried.any()):
             continue
         fused = torch.einsum("h,hbk->bk", weights, weighted)
         sums = fused.sum(1)
@@ -75,11 +80,11 @@ def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: t
 
 
 def _weighted_blocks(attention: LayerAttention, query: int, keys: int,
-                     cached: Cached) -> Iterator[tuple[slice, torch.Tensor]]:
+                     cached: Cached) -> Iterator[tuple[slice, torch.Tensor | None]]:
     yield from cached
     start = cached[-1][0].stop if cached else 0
     for block, attn, grad in attention.row_blocks(query + 1, keys, start=start):
-        yield block, (grad * attn).clamp_(min=0)
+        yield block, None if grad is None else (grad * attn).clamp_(min=0)
 
 
 def propagate_streamed(attentions: dict[int, LayerAttention], layers: list[int], query: int, head_lambda: float,
