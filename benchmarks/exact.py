@@ -100,6 +100,8 @@ def measure(job: str, images: int, layers: int, answer_tokens: int, maps: Path, 
 def floor(model, inputs: dict, answer_ids: list[int], summed: bool) -> None:
     import torch
 
+    from glimpse import progress
+
     kept = {}
     hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: kept.update(x=out.requires_grad_()))
     try:
@@ -109,20 +111,26 @@ def floor(model, inputs: dict, answer_ids: list[int], summed: bool) -> None:
             targets = [logits[first + t - 1, token] for t, token in enumerate(answer_ids)]
             if summed:
                 torch.autograd.grad(torch.stack(targets).sum(), kept["x"])
-            for t, target in enumerate([] if summed else targets):
-                torch.autograd.grad(target, kept["x"], retain_graph=t < len(targets) - 1)
+            with progress.steps(0 if summed else len(targets), "floor: backward passes") as bar:  # as explain's
+                for t, target in enumerate([] if summed else targets):
+                    torch.autograd.grad(target, kept["x"], retain_graph=t < len(targets) - 1)
+                    bar.update(1)
     finally:
         hook.remove()
 
 
 def run_one(job: str, images: int, layers: int, args: argparse.Namespace, folder: Path) -> dict:
     maps = folder / f"{job}-{images}-{layers}.npy"
+    # The job's stderr is this terminal's: its progress bars (backward passes, ...) show while it runs.
     done = subprocess.run([sys.executable, __file__, "--one", job, str(images), str(layers), str(maps),
                            "--answer-tokens", str(args.answer_tokens), "--device", args.device, "--dtype", args.dtype],
-                          capture_output=True, text=True, cwd=Path(__file__).parent)
-    if done.returncode != 0:
-        return {"job": job, "images": images, "layers": layers, "error": done.stderr.strip().splitlines()[-1]}
+                          stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent)
+    if done.returncode != 0 or not done.stdout.strip():
+        return {"job": job, "images": images, "layers": layers,
+                "error": f"the job's process ended with status {done.returncode} (its output is above)"}
     row = json.loads(done.stdout.strip().splitlines()[-1])
+    if "error" in row:
+        return row
     direct = folder / f"direct-{images}-{layers}.npy"
     if maps.exists() and direct.exists() and job != "direct":
         row["r_direct"] = round(float(np.corrcoef(np.load(maps).ravel(), np.load(direct).ravel())[0, 1]), 6)
@@ -187,8 +195,12 @@ def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float
     args = parser.parse_args(argv)
     if args.one:
         job, images, layers, maps = args.one
-        print(json.dumps(measure(job, int(images), int(layers), args.answer_tokens, Path(maps), args.device,
-                                 args.dtype)))
+        try:
+            row = measure(job, int(images), int(layers), args.answer_tokens, Path(maps), args.device, args.dtype)
+        except Exception as exc:  # a row saying why, as the table shows it
+            row = {"job": job, "images": int(images), "layers": int(layers),
+                   "error": f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"}
+        print(json.dumps(row))
         return
     if args.fit:
         fitted([row for path in args.fit for row in json.loads(path.read_text())["rows"]])
