@@ -24,7 +24,8 @@ import torch
 from ..blocks import LayerAttention, shared_row_blocks
 
 EPS = 1e-12
-# Gradient-weighted attention elements (float32) one layer's first pass keeps for its second (256 MB).
+# Gradient-weighted attention elements (float32) one layer's first pass keeps for its second, all the
+# answer tokens of a group together (256 MB).
 CACHE_ELEMENTS = 1 << 26
 
 Cached = list[tuple[slice, torch.Tensor | None]]  # None: a block without gradient
@@ -41,12 +42,13 @@ def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
 def layer_passes(views: list[LayerAttention], queries: list[int], head_lambda: float,
                  cache_elements: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor, Cached]]:
     """`layer_pass` for several answer tokens of one layer (the same Q, K, V; each token its own
-    grad_output and query row), each row block's attention computed once for all of them; each
-    token's cache holds up to `cache_elements`."""
+    grad_output and query row), each row block's attention computed once for all of them. The
+    tokens share `cache_elements` (a token's share each), so that the group holds no more than one
+    token would."""
     heads, device = views[0].n_heads, views[0].query.device
     sums = [[torch.zeros(heads, device=device), torch.zeros(heads, device=device), torch.zeros((), device=device)]
             for _ in views]  # per token: coherent, positive, evidence
-    rooms = [CACHE_ELEMENTS if cache_elements is None else cache_elements] * len(views)
+    rooms = [(CACHE_ELEMENTS if cache_elements is None else cache_elements) // len(views)] * len(views)
     caches: list[Cached] = [[] for _ in views]
     caching = [True] * len(views)  # a cache holds the first blocks only: the second pass recomputes the rest
     keys = [_fused_keys(view, query) for view, query in zip(views, queries)]
