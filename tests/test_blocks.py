@@ -149,28 +149,3 @@ def test_streamed_sweep_is_the_two_pass_propagation(monkeypatch, cache_elements,
                            layer_product(reduced, query), cross)
     torch.testing.assert_close(swept["rows"], rows)
     torch.testing.assert_close(swept["keys"], keys)
-
-
-@pytest.mark.parametrize("cache_elements", [0, 300, 1 << 26])
-def test_tokens_swept_together_are_the_tokens_swept_alone(monkeypatch, cache_elements):
-    """Answer tokens of other query rows and gradients, in lockstep down the layers (each block's
-    attention computed once), get what each gets alone; a token without gradient in a layer too."""
-    from glimpse import blocks
-    from glimpse.methods import glimpse_blocks
-
-    monkeypatch.setattr(glimpse_blocks, "CACHE_ELEMENTS", cache_elements)
-    monkeypatch.setattr(blocks, "MAX_BLOCK_ROWS", 4)  # several blocks, the queries' in different ones
-    layers, cross, prior = [0, 1, 2], frozenset({1}), torch.softmax(0.2 * torch.arange(1.0, 4.0), 0)
-    base = {l: case("cross" if l == 1 else "causal", seed=l) for l in layers}
-    tokens, queries = [], [9, 14, 16]
-    for j, query in enumerate(queries):
-        g = torch.Generator().manual_seed(10 + j)
-        views = {l: LayerAttention(a.query, a.key, a.value, a.mask, a.scaling, a.causal,
-                                   grad_output=torch.randn(HEADS, query + 1, D, generator=g)) for l, a in base.items()}
-        tokens.append(views)
-    tokens[1][2].grad_output.zero_()  # no gradient in the last layer for the middle token
-    together = glimpse_blocks.propagate_streamed_tokens(tokens, layers, queries, 0.5, prior, cross, [[q] for q in queries])
-    for views, query, swept in zip(tokens, queries, together):
-        alone = glimpse_blocks.propagate_streamed(views, layers, query, 0.5, prior, cross)
-        for key in ("rows", "keys", "head_weights", "evidence"):
-            torch.testing.assert_close(swept[key], alone[key])

@@ -100,30 +100,6 @@ class LayerAttention:
         return attn
 
 
-def shared_row_blocks(views: list[LayerAttention], stops: list[int], attention_keys: list[int],
-                      gradient_keys: int) -> Iterator[tuple[slice, torch.Tensor | None, list[torch.Tensor | None]]]:
-    """`row_blocks` of several answer tokens' views of one layer (the same Q, K, V and mask; each
-    its own grad_output, rows 0..stops[j]-1 and attention keys): (rows, A [H, b, k] of the rows, the
-    dz/dA [H, b_j, gradient_keys] of each view on its first b_j of the rows, or None where the view
-    has no such rows or no gradient on them). Each block's A is computed once for all the views; a
-    view's rows see no key past its own `attention_keys` (causal), so A cut to them is its own."""
-    layer = views[0]
-    stop, keys_needed = max(stops), max(attention_keys)
-    size = min(MAX_BLOCK_ROWS, max(1, BLOCK_ELEMENTS // (layer.n_heads * max(keys_needed, gradient_keys, 1))))
-    keys = layer.key[:, :keys_needed].float().transpose(1, 2)
-    values = layer.value.float().transpose(1, 2)[..., :gradient_keys]
-    for first in range(0, stop, size):
-        rows = slice(first, min(first + size, stop))
-        own = [slice(first, min(rows.stop, end)) for end in stops]
-        live = [part.stop > part.start and bool(view.grad_output[:, part].any()) for view, part in zip(views, own)]
-        if not any(live):
-            yield rows, None, [None] * len(views)
-            continue
-        attn = layer._probabilities(rows, keys[..., : layer._reach(rows, keys_needed)])
-        yield rows, attn, [per_head(view.grad_output[:, part].float(), values) if alive else None
-                           for view, part, alive in zip(views, own, live)]
-
-
 def attends(mask: torch.Tensor) -> torch.Tensor:
     """True where a boolean (True attends) or additive mask lets a query attend to a key."""
     return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2

@@ -84,11 +84,9 @@ def test_registry_lists_glimpse_first_with_paper():
 
 
 def test_each_token_is_reduced_right_after_its_backward_pass(tiny_llava, monkeypatch):
-    """With explicit matrices only one answer token's fused matrices are alive at a time; block-wise,
-    tokens are reduced TOKEN_GROUP at a time (their gradients kept until then), the last ones in
-    combine. The maths is unchanged (the float64 reference tests hold the values)."""
+    """Only one answer token's fused matrices are alive at a time; the maths is unchanged (the
+    float64 reference tests hold the values)."""
     from glimpse.capture import Capture
-    from glimpse.methods.glimpse import TOKEN_GROUP
 
     model, processor = tiny_llava
     alive, traces = [], []
@@ -108,12 +106,8 @@ def test_each_token_is_reduced_right_after_its_backward_pass(tiny_llava, monkeyp
     monkeypatch.setattr(Capture, "run", run)
     for options in ({"path": "full_matrix"}, {"path": "blockwise"}, {"path": "blockwise", "max_memory": 1.0}):
         alive.clear(), traces.clear()
-        answer = " a red circle on the left of a blue square"
-        result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=answer, **options)
-        count = len(result.answer_tokens)
-        assert count > TOKEN_GROUP
-        grouped = [(t + 1) % TOKEN_GROUP for t in range(count)]  # kept until a group is full
-        assert alive == ([0] * count if options["path"] == "full_matrix" else grouped)
+        result = glimpse.explain(model, processor, rand_image(64, 48), QUESTION, answer=" a red circle", **options)
+        assert alive == [0, 0, 0] and len(result.answer_tokens) == 3
         assert all(not token.layers and set(token.summary) >= {"row", "alpha"} for token in traces[-1])
 
 

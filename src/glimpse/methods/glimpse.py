@@ -26,7 +26,7 @@ from ..errors import OptionError, note
 from ..layout import SequenceLayout
 from ..resources import available_memory
 from .base import SINKS_HELP, AttentionMethod, MethodResult
-from .glimpse_blocks import EPS, fused_product, propagate_streamed_tokens
+from .glimpse_blocks import EPS, fused_product, propagate_streamed
 
 WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 # The paper tuned depth_lambda = 0.2 on a 64-layer model; depth_scale="auto" keeps the prior's total
@@ -38,9 +38,6 @@ PATHS = ("auto", "blockwise", "full_matrix")
 # 8.6 s for explicit matrices, at N = 1,175 21.6 s against 32.0 s; shorter sequences, where both are
 # fast, keep explicit matrices.
 BLOCKWISE_FROM = 512
-# Block-wise, answer tokens are reduced this many at a time: their layers' attention is recomputed
-# once for all of them, while each keeps its gradients ([heads, N, head_dim] per layer) until then.
-TOKEN_GROUP = 4
 
 
 class Glimpse(AttentionMethod):
@@ -93,14 +90,6 @@ class Glimpse(AttentionMethod):
         self.depth_lambda = depth_lambda
         self.layer_fraction = layer_fraction
         self.token_weighting = token_weighting
-        self._pending: list[TokenTrace] = []  # block-wise tokens back-propagated, not yet reduced (TOKEN_GROUP)
-
-    def run(self, model: Any, adapter: Any, inputs: dict[str, torch.Tensor], layout: SequenceLayout) -> MethodResult:
-        self._pending = []  # nothing left over from a run that failed
-        try:
-            return super().run(model, adapter, inputs, layout)
-        finally:
-            self._pending = []
 
     def effective_depth_lambda(self, n_layers: int) -> float:
         """depth_lambda, or with depth_scale="auto" depth_lambda * 64 / n_layers (the whole model's depth)."""
@@ -148,54 +137,36 @@ class Glimpse(AttentionMethod):
 
     def finish_token(self, token: TokenTrace, layers: list[int], n_layers: int, cross: frozenset[int]) -> None:
         # Steps 1-3 need only this token's layers: reducing them now keeps one token's fused matrices
-        # alive at a time instead of every token's until `combine`. Block-wise, TOKEN_GROUP at a time.
-        if "attention" not in token.layers[layers[0]]:
-            token.summary = self.token_state(token, layers, n_layers, cross)
-            token.layers = {}
-            return
-        self._pending.append(token)
-        if len(self._pending) == TOKEN_GROUP:
-            self._finish_pending(layers, n_layers, cross)
-
-    def _finish_pending(self, layers: list[int], n_layers: int, cross: frozenset[int]) -> None:
-        tokens, self._pending = self._pending, []
-        views = [{l: token.layers[l]["attention"] for l in layers} for token in tokens]
-        states = self.swept_states(views, layers, n_layers, cross, [t.query for t in tokens], [[t.query] for t in tokens])
-        for token, (state,) in zip(tokens, states):
-            token.summary, token.layers = state, {}
+        # alive at a time instead of every token's until `combine`.
+        token.summary = self.token_state(token, layers, n_layers, cross)
+        token.layers = {}
 
     def token_state(self, token: TokenTrace, layers: list[int], n_layers: int,
                     cross: frozenset[int]) -> dict[str, torch.Tensor]:
         """Steps 1-3 for one answer token: its propagated rows, layer weights and head weights."""
         if "attention" in token.layers[layers[0]]:  # block-wise: one top-down sweep
             attentions = {l: token.layers[l]["attention"] for l in layers}
-            return self.swept_states([attentions], layers, n_layers, cross, [token.query], [[token.query]])[0][0]
+            return self.swept_states(attentions, layers, n_layers, cross, token.query, [token.query])[0]
         alpha, heads, evidence = self.weights(token.layers, layers, n_layers)
         rows, keys = propagate(one_hot([token.query], token.query + 1, heads.device), layers, alpha,
                                layer_product(token.layers, token.query), cross)
         return {"row": rows[0].cpu(), "keys": None if keys is None else keys[0].cpu(), "alpha": alpha.cpu(),
                 "head_weights": heads.cpu(), "no_evidence": not evidence.any()}
 
-    def swept_states(self, attentions: list[dict[int, LayerAttention]], layers: list[int], n_layers: int,
-                     cross: frozenset[int], queries: list[int], starts: list[list[int]]) -> list[list[dict[str, Any]]]:
-        """For each answer token (its layers' views, its query row), one state per start row, all
-        carried through the layers' rows 0..query in one sweep, the tokens in lockstep
-        (`propagate_streamed_tokens`)."""
-        device = attentions[0][layers[0]].query.device
+    def swept_states(self, attentions: dict[int, LayerAttention], layers: list[int], n_layers: int,
+                     cross: frozenset[int], query: int, starts: list[int]) -> list[dict[str, torch.Tensor]]:
+        """One state per start row, all carried through the layers' rows 0..query in one sweep
+        (`propagate_streamed`)."""
+        device = attentions[layers[0]].query.device
         prior = self.prior(layers, n_layers).to(device)
-        swept = propagate_streamed_tokens(attentions, layers, queries, self.head_lambda, prior, cross, starts)
-        return [self._states(result, views, layers, prior, cross, query, rows)
-                for result, views, query, rows in zip(swept, attentions, queries, starts)]
-
-    def _states(self, swept: dict[str, Any], attentions: dict[int, LayerAttention], layers: list[int],
-                prior: torch.Tensor, cross: frozenset[int], query: int, starts: list[int]) -> list[dict[str, Any]]:
+        swept = propagate_streamed(attentions, layers, query, self.head_lambda, prior, cross, starts)
         alpha = layer_weights(swept["evidence"], prior)
         rows, keys = swept["rows"], swept["keys"]
         if rows is None:  # no evidence anywhere: alpha is the prior, propagated with recomputed blocks
             reduced = {l: {"attention": attentions[l], "head_weights": swept["head_weights"][i]}
                        for i, l in enumerate(layers)}
-            rows, keys = propagate(one_hot(starts, query + 1, prior.device), layers, alpha,
-                                   layer_product(reduced, query), cross)
+            rows, keys = propagate(one_hot(starts, query + 1, device), layers, alpha, layer_product(reduced, query),
+                                   cross)
         shared = {"alpha": alpha.cpu(), "head_weights": swept["head_weights"].cpu(),
                   "no_evidence": not swept["evidence"].any()}
         return [{"row": rows[i, : start + 1].cpu(), "keys": None if keys is None else keys[i].cpu(), **shared}
@@ -216,8 +187,6 @@ class Glimpse(AttentionMethod):
     def combine(self, trace: Trace, layout: SequenceLayout) -> MethodResult:
         layers = trace.layers  # self.layers(trace.n_layers) less the layers without attention (hybrid models)
         cross = frozenset(trace.cross_layers)
-        if self._pending:  # the last block-wise tokens, fewer than a group
-            self._finish_pending(layers, trace.n_layers, cross)
         notes: list[str] = []
         if layout.cross_attention and not cross:
             note(notes, f"layer_fraction={self.layer_fraction} leaves out every cross-attention layer, the only "
@@ -288,8 +257,8 @@ class GlimpseFast(Glimpse):
         through the whole shared E_l is the same as through E_l cut to the prefix."""
         layers, cross = trace.layers, frozenset(trace.cross_layers)
         attentions = {l: trace.shared[l]["attention"] for l in layers}
-        states = self.swept_states([attentions], layers, trace.n_layers, cross, [trace.tokens[-1].query],
-                                   [[t.query for t in trace.tokens]])[0]
+        states = self.swept_states(attentions, layers, trace.n_layers, cross, trace.tokens[-1].query,
+                                   [t.query for t in trace.tokens])
         return [replace(token, summary=state) for token, state in zip(trace.tokens, states)]
 
 

@@ -21,11 +21,10 @@ from typing import Any
 
 import torch
 
-from ..blocks import LayerAttention, shared_row_blocks
+from ..blocks import LayerAttention
 
 EPS = 1e-12
-# Gradient-weighted attention elements (float32) one layer's first pass keeps for its second, all the
-# answer tokens of a group together (256 MB).
+# Gradient-weighted attention elements (float32) one layer's first pass keeps for its second (256 MB).
 CACHE_ELEMENTS = 1 << 26
 
 Cached = list[tuple[slice, torch.Tensor | None]]  # None: a block without gradient
@@ -36,45 +35,29 @@ def layer_pass(attention: LayerAttention, query: int, head_lambda: float,
     """Step 2's head weights and Step 3's layer evidence ||sum_h g_h||_1 over rows 0..query (all
     key columns: masked ones still carry gradient into the head sums), and the first row blocks of
     ReLU(g) A ([H, b, k]) within `cache_elements`."""
-    return layer_passes([attention], [query], head_lambda, cache_elements)[0]
-
-
-def layer_passes(views: list[LayerAttention], queries: list[int], head_lambda: float,
-                 cache_elements: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor, Cached]]:
-    """`layer_pass` for several answer tokens of one layer (the same Q, K, V; each token its own
-    grad_output and query row), each row block's attention computed once for all of them. The
-    tokens share `cache_elements` (a token's share each), so that the group holds no more than one
-    token would."""
-    heads, device = views[0].n_heads, views[0].query.device
-    sums = [[torch.zeros(heads, device=device), torch.zeros(heads, device=device), torch.zeros((), device=device)]
-            for _ in views]  # per token: coherent, positive, evidence
-    rooms = [(CACHE_ELEMENTS if cache_elements is None else cache_elements) // len(views)] * len(views)
-    caches: list[Cached] = [[] for _ in views]
-    caching = [True] * len(views)  # a cache holds the first blocks only: the second pass recomputes the rest
-    keys = [_fused_keys(view, query) for view, query in zip(views, queries)]
-    for rows, attn, grads in shared_row_blocks(views, [q + 1 for q in queries], keys, views[0].n_keys):
-        for j, grad in enumerate(grads):
-            own = slice(rows.start, min(rows.stop, queries[j] + 1))
-            if own.stop <= own.start:
-                continue
-            weighted = None if grad is None else _accumulate(sums[j], grad, attn[:, : grad.shape[1], : keys[j]])
-            caching[j] = caching[j] and (weighted is None or weighted.numel() <= rooms[j])
-            if caching[j]:
-                caches[j].append((own, weighted))
-                rooms[j] -= 0 if weighted is None else weighted.numel()
-    return [(torch.softmax(coherent / positive.clamp(min=EPS) / head_lambda, dim=0), evidence, cached)
-            for (coherent, positive, evidence), cached in zip(sums, caches)]
-
-
-def _accumulate(sums: list[torch.Tensor], grad: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Add one block of one token to its head sums and evidence; its ReLU(g) A ([H, b, k])."""
-    coherent, positive, evidence = sums
-    evidence += grad.sum(0).abs().sum()
-    relu_grad = grad.clamp_(min=0)  # in place: the block's gradient is not needed any more
-    positive += relu_grad.sum((1, 2))
-    weighted = relu_grad[:, :, : attn.shape[-1]] * attn  # A is zero past the block's last key
-    coherent += weighted.sum((1, 2))
-    return weighted
+    heads, device = attention.n_heads, attention.query.device
+    coherent, positive = torch.zeros(heads, device=device), torch.zeros(heads, device=device)
+    evidence = torch.zeros((), device=device)
+    room = CACHE_ELEMENTS if cache_elements is None else cache_elements
+    cached: Cached = []
+    caching = True  # the cache holds the first blocks only, the second pass recomputes from where it stops
+    for rows, attn, grad in attention.row_blocks(query + 1, _fused_keys(attention, query), attention.n_keys):
+        if grad is None:  # no gradient on these rows: they add nothing, and ReLU(g) A is zero
+            if caching:
+                cached.append((rows, None))
+            continue
+        evidence += grad.sum(0).abs().sum()
+        relu_grad = grad.clamp_(min=0)  # in place: the block's gradient is not needed any more
+        positive += relu_grad.sum((1, 2))
+        # A is zero past the block's last key.
+        weighted = relu_grad[:, :, : attn.shape[-1]] * attn
+        coherent += weighted.sum((1, 2))
+        caching = caching and weighted.numel() <= room
+        if caching:
+            cached.append((rows, weighted))
+            room -= weighted.numel()
+    head_weights = torch.softmax(coherent / positive.clamp(min=EPS) / head_lambda, dim=0)
+    return head_weights, evidence, cached
 
 
 def fused_product(rows: torch.Tensor, attention: LayerAttention, head_weights: torch.Tensor, query: int,
@@ -112,62 +95,33 @@ def propagate_streamed(attentions: dict[int, LayerAttention], layers: list[int],
     cross-attention layers), the head weights [layers, heads] and the evidence [layers]. With no
     evidence at all (Z = 0) alpha is the depth prior, which the sweep cannot carry: "rows" is None
     then and the caller propagates with `fused_product` (the layers' inputs are still there)."""
-    return propagate_streamed_tokens([attentions], layers, [query], head_lambda, prior, cross,
-                                     [[query] if starts is None else starts])[0]
-
-
-def propagate_streamed_tokens(attentions: list[dict[int, LayerAttention]], layers: list[int], queries: list[int],
-                              head_lambda: float, prior: torch.Tensor, cross: frozenset[int],
-                              starts: list[list[int]]) -> list[dict[str, Any]]:
-    """`propagate_streamed` for several answer tokens at once (each its layers' views, query row and
-    start rows), in lockstep down the layers: each layer's attention blocks are computed once for all
-    of them (`layer_passes`)."""
-    sweeps = [_Sweep(views, layers, query, prior, cross, rows) for views, query, rows in zip(attentions, queries, starts)]
-    for i in reversed(range(len(layers))):
+    device = attentions[layers[-1]].query.device
+    n, starts = len(layers), [query] if starts is None else starts
+    m = len(starts)
+    seq = torch.zeros(n + 1, m, query + 1, device=device)
+    seq[0, torch.arange(m), torch.tensor(starts)] = 1.0
+    keys = torch.zeros(n + 1, m, attentions[min(cross)].n_keys, device=device) if cross else None
+    total, steps = 0.0, 0
+    heads, evidence = [None] * n, [None] * n
+    for i in reversed(range(n)):
         layer = layers[i]
-        views = [token[layer] for token in attentions]
-        for sweep, passed in zip(sweeps, layer_passes(views, queries, head_lambda)):
-            sweep.step(i, layer, *passed)
-    return [sweep.result() for sweep in sweeps]
-
-
-class _Sweep:
-    """One answer token's rows carried from the last layer down (the module's docstring)."""
-
-    def __init__(self, views: dict[int, LayerAttention], layers: list[int], query: int, prior: torch.Tensor,
-                 cross: frozenset[int], starts: list[int]) -> None:
-        device = views[layers[-1]].query.device
-        n, m = len(layers), len(starts)
-        self.views, self.query, self.prior, self.cross, self.m = views, query, prior, cross, m
-        self.seq = torch.zeros(n + 1, m, query + 1, device=device)
-        self.seq[0, torch.arange(m), torch.tensor(starts)] = 1.0
-        self.keys = torch.zeros(n + 1, m, views[min(cross)].n_keys, device=device) if cross else None
-        self.total, self.steps = 0.0, 0
-        self.heads: list[Any] = [None] * n
-        self.evidence: list[Any] = [None] * n
-
-    def step(self, i: int, layer: int, head_weights: torch.Tensor, evidence: torch.Tensor, cached: Cached) -> None:
-        self.heads[i], self.evidence[i] = head_weights, evidence
-        weight = float(evidence) * float(self.prior[i])
+        head_weights, layer_evidence, cached = layer_pass(attentions[layer], query, head_lambda)
+        heads[i], evidence[i] = head_weights, layer_evidence
+        weight = float(layer_evidence) * float(prior[i])
         if weight == 0.0:
-            return
-        grown = self.total + weight
-        scale = torch.tensor([(self.total / grown) ** k for k in range(len(self.heads) + 1)],
-                             device=self.seq.device)[:, None, None]
-        self.seq *= scale
-        if self.keys is not None:
-            self.keys *= scale
-        steps, m = self.steps, self.m
-        carried = self.seq[: steps + 1].reshape((steps + 1) * m, self.query + 1)
-        step = fused_product(carried, self.views[layer], head_weights, self.query, cached) * (0.5 * weight / grown)
-        target = self.keys if layer in self.cross else self.seq
+            continue
+        grown = total + weight
+        scale = torch.tensor([(total / grown) ** k for k in range(n + 1)], device=device)[:, None, None]
+        seq *= scale
+        if keys is not None:
+            keys *= scale
+        carried = seq[: steps + 1].reshape((steps + 1) * m, query + 1)
+        step = fused_product(carried, attentions[layer], head_weights, query, cached) * (0.5 * weight / grown)
+        target = keys if layer in cross else seq
         target[1: steps + 2] += step.reshape(steps + 1, m, -1)
-        self.total, self.steps = grown, steps + 1
-
-    def result(self) -> dict[str, Any]:
-        return {"rows": self.seq.sum(0) if self.total > 0 else None,
-                "keys": None if self.keys is None else self.keys.sum(0),
-                "head_weights": torch.stack(self.heads), "evidence": torch.stack(self.evidence)}
+        total, steps = grown, steps + 1
+    return {"rows": seq.sum(0) if total > 0 else None, "keys": None if keys is None else keys.sum(0),
+            "head_weights": torch.stack(heads), "evidence": torch.stack(evidence)}
 
 
 def _fused_keys(attention: LayerAttention, query: int) -> int:
