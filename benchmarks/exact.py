@@ -5,7 +5,8 @@ Model: the random LLaVA of `llava_model.py` (LLaVA-1.5 geometry, 576 image token
 with 8 heads; `--layers` changes the depth), CPU, 2 threads, a 16-token answer; the sequence grows
 with the number of images. Every job runs in a fresh process, which builds the model, reads its
 resident memory, runs the job once and reports the process's peak resident memory minus that
-baseline (the working memory). Jobs:
+baseline (the working memory). The timed jobs run `--repeat` times in turn (up to `--repeat-images`
+images) and the table shows each one's median: run times on this shared machine drift by 20%. Jobs:
 
   floor        the model's own attention (sdpa): one forward with gradients, one backward per answer token
   fast_floor   sdpa: one forward, one backward (of the summed answer logits)
@@ -28,6 +29,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,8 @@ import numpy as np
 QUESTION = "what is in the picture?"
 WORDS = ["a", "red", "circle", "on", "the", "left", "of", "blue", "square"]
 JOBS = ("floor", "fast_floor", "explain", "blockwise", "batched", "full_matrix", "direct", "fast")
+# The jobs whose time ratios are targets (explain against floor, fast against fast_floor): run `--repeat` times.
+REPEATED = ("floor", "fast_floor", "explain", "fast")
 # The explain jobs' GLIMPSE options (batched: answer tokens share backward passes within 8 GiB).
 JOB_OPTIONS = {"blockwise": {"path": "blockwise"}, "full_matrix": {"path": "full_matrix"},
                "batched": {"path": "blockwise", "max_memory": 8.0}}
@@ -137,6 +141,24 @@ def run_one(job: str, images: int, layers: int, args: argparse.Namespace, folder
     return row
 
 
+def medians(point: list[dict]) -> list[dict]:
+    """One row per job of one sequence length and depth: a job run several times gets the median
+    of its runs' seconds and working memory, the runs kept under "runs" (a failed run: its error)."""
+    merged: dict[str, list[dict]] = {}
+    for row in point:
+        merged.setdefault(row["job"], []).append(row)
+    out = []
+    for runs in merged.values():
+        failed = [row for row in runs if "error" in row]
+        if failed or len(runs) == 1:
+            out.append(failed[0] if failed else runs[0])
+            continue
+        out.append({**runs[0], "seconds": round(statistics.median(row["seconds"] for row in runs), 2),
+                    "working_memory_mb": round(statistics.median(row["working_memory_mb"] for row in runs), 1),
+                    "runs": [{"seconds": row["seconds"], "working_memory_mb": row["working_memory_mb"]} for row in runs]})
+    return out
+
+
 def show(row: dict, floors: dict) -> str:
     if "error" in row:
         return f"images={row['images']} layers={row['layers']} {row['job']:<11} failed: {row['error']}"
@@ -188,6 +210,9 @@ def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 8, 16], help="depths, at 2 images")
     parser.add_argument("--answer-tokens", type=int, default=16)
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help=f"runs of each timed job ({', '.join(REPEATED)}), in turn; the table shows the medians")
+    parser.add_argument("--repeat-images", type=int, default=4, help="repeat only up to this many images")
     parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--fit", type=Path, nargs="+", help="only print the memory exponents of these saved runs, "
                                                            "their rows taken together")
@@ -209,18 +234,24 @@ def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float
     rows, floors = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for images, layers in plan:
-            # direct first: the others' r is computed against its maps.
-            for job in sorted(args.jobs, key=lambda j: j != "direct"):
-                if job in ("direct", "full_matrix", "batched") and images > args.full_matrix_images:
-                    continue
-                if layers != 8 and job not in ("floor", "explain"):
-                    continue
-                if job == "blockwise" and rows[-1].get("path") == "blockwise":
-                    continue  # explain (path="auto", just run) was block-wise already
-                row = run_one(job, images, layers, args, Path(folder))
+            point: list[dict] = []
+            # The timed jobs again and again in turn, so that a slow spell of this shared machine falls on
+            # all of them alike; direct first: the others' r is computed against its maps.
+            for run in range(args.repeat if images <= args.repeat_images else 1):
+                for job in sorted(args.jobs, key=lambda j: j != "direct"):
+                    if run and job not in REPEATED:
+                        continue
+                    if job in ("direct", "full_matrix", "batched") and images > args.full_matrix_images:
+                        continue
+                    if layers != 8 and job not in ("floor", "explain"):
+                        continue
+                    if job == "blockwise" and point[-1].get("path") == "blockwise":
+                        continue  # explain (path="auto", just run) was block-wise already
+                    point.append(run_one(job, images, layers, args, Path(folder)))
+            for row in medians(point):
                 rows.append(row)
-                if job in ("floor", "fast_floor") and "error" not in row:
-                    floors[(job, images, layers)] = row
+                if row["job"] in ("floor", "fast_floor") and "error" not in row:
+                    floors[(row["job"], images, layers)] = row
                 print(show(row, floors), flush=True)
     fits = fitted(rows)
     if args.out:
