@@ -196,7 +196,16 @@ def machine(device: str) -> str:
         import torch
 
         return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
-    return f"{platform.processor() or platform.machine()}, cpu, 2 threads"
+    return f"{cpu_name() or platform.processor() or platform.machine()}, cpu, 2 threads"
+
+
+def cpu_name() -> str | None:
+    """The processor's model name (Linux /proc/cpuinfo), None where it cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
 
 
 def main(argv: list[str] | None = None, device: str = "cpu", dtype: str = "float32", full_matrix_images: int = 4,

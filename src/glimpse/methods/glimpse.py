@@ -34,9 +34,9 @@ WEIGHTINGS = ("full", "confidence", "prompt", "uniform")
 REFERENCE_DEPTH = 64
 PATHS = ("auto", "blockwise", "full_matrix")
 # path="auto" recomputes attention block-wise from this many language-model positions on. Measured
-# by benchmarks/exact.py (benchmarks/results/exact-cpu.txt): at N = 599 block-wise took 8.2 s against
-# 8.6 s for explicit matrices, at N = 1,175 21.6 s against 32.0 s; shorter sequences, where both are
-# fast, keep explicit matrices.
+# by benchmarks/exact.py (benchmarks/results/exact-cpu.txt): at N = 599 block-wise took 6.8 s and 301 MB
+# against 7.3 s and 470 MB for explicit matrices, at N = 1,175 18.7 s against 33.9 s; shorter sequences,
+# where both are fast, keep explicit matrices.
 BLOCKWISE_FROM = 512
 
 
