@@ -170,7 +170,8 @@ def test_a_boolean_option_refuses_other_text_and_numbers_must_be_finite():
 
     with pytest.raises(glimpse.OptionError, match="'exclude_sinks' of method 'glimpse' must be bool, got 'no'"):
         get_method("glimpse", **parse_options(["exclude_sinks=no"]))
-    for text in ("head_lambda=NaN", "depth_lambda=Infinity", "head_lambda=-Infinity"):
+    for text in ("head_lambda=NaN", "depth_lambda=Infinity", "head_lambda=-Infinity", "depth_lambda=nan",
+                 "head_lambda=inf", "head_lambda=-INF"):
         with pytest.raises(glimpse.OptionError, match="must be a finite number"):
             get_method("glimpse", **parse_options([text]))
     with pytest.raises(glimpse.OptionError, match="must be a finite number, got nan"):

@@ -84,19 +84,27 @@ def _admits(kind: Any, value: Any) -> bool:
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """KEY=VALUE texts as method options: values are read as JSON where they parse (numbers, true,
-    null, ...), True and False in any case as booleans, else kept as text (which a boolean option
-    refuses); dashes in keys become underscores."""
+    null, ...), True and False in any case as booleans, the number spellings JSON lacks (nan, inf in
+    any case) as numbers (which the options' finite check then names), else kept as text (which a
+    boolean option refuses); dashes in keys become underscores."""
     options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key.strip():
             raise OptionError(f"a method option must be KEY=VALUE, got {pair!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = {"true": True, "false": False}.get(text.strip().lower(), text)
-        options[key.strip().replace("-", "_")] = value
+        options[key.strip().replace("-", "_")] = _option_value(text)
     return options
+
+
+def _option_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
 
 
 def parse_variant(entry: str) -> tuple[str, dict[str, Any]]:
