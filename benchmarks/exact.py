@@ -6,7 +6,8 @@ with 8 heads; `--layers` changes the depth), CPU, 2 threads, a 16-token answer; 
 with the number of images. Every job runs in a fresh process, which builds the model, reads its
 resident memory, runs the job once and reports the process's peak resident memory minus that
 baseline (the working memory). The timed jobs run `--repeat` times in turn (up to `--repeat-images`
-images) and the table shows each one's median: run times on this shared machine drift by 20%. Jobs:
+images) and the table shows each one's median: run times on a shared machine drift (one explain at
+N = 599 took 6.66, 9.89 and 6.76 s in turn, results/exact-cpu.json). Jobs:
 
   floor        the model's own attention (sdpa): one forward with gradients, one backward per answer token
   fast_floor   sdpa: one forward, one backward (of the summed answer logits)
