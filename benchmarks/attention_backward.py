@@ -6,7 +6,11 @@ A = exp(S - lse) and dA = dO V^T (the blocks GLIMPSE recomputes anyway): with dA
 over every key (GLIMPSE's head sums and layer evidence take every key column). Prints the gradients' largest
 difference from sdpa's and the three times (median of five).
 
-    python benchmarks/attention_backward.py [--length N]
+Also the least GLIMPSE adds to a layer whatever it is fused with: the two products it cannot do without,
+Q K^T over the causal keys (to rebuild A) and dO V^T over every key, in row blocks, against sdpa's forward
+plus backward of that layer (what `glimpse_fast`'s floor spends on the layer's attention).
+
+    python benchmarks/attention_backward.py [--length N]    (results/attention-backward.txt: N = 2,327, 4,055, 8,087)
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ def blockwise_backward(q, k, v, out, grad, lse, scale: float, every_key: bool):
     return dq, dk, dv
 
 
+def required_products(q, k, v, grad) -> None:
+    """Q K^T over the causal keys and dO V^T over every key, a block of rows at a time, nothing else."""
+    n = q.shape[1]
+    for first in range(0, n, BLOCK_ROWS):
+        rows = slice(first, min(first + BLOCK_ROWS, n))
+        torch.matmul(q[:, rows], k[:, : rows.stop].transpose(1, 2))
+        torch.matmul(grad[:, rows], v.transpose(1, 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--length", type=int, default=2327)
@@ -62,6 +75,10 @@ def main() -> None:
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     reference = torch.autograd.grad(out, (q, k, v), grad, retain_graph=True)
     sdpa = timed(lambda: torch.autograd.grad(out, (q, k, v), grad, retain_graph=True))
+
+    def forward_backward():
+        torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), grad)
+    sdpa_both = timed(forward_backward)
     with torch.no_grad():
         inputs = [x.detach()[0] for x in (q, k, v, out)] + [grad[0]]
         causal = torch.triu(torch.full((n, n), float("-inf")), 1)
@@ -69,9 +86,12 @@ def main() -> None:
         mine = blockwise_backward(*inputs, lse, scale, every_key=False)
         causal_keys = timed(lambda: blockwise_backward(*inputs, lse, scale, every_key=False))
         every_key = timed(lambda: blockwise_backward(*inputs, lse, scale, every_key=True))
+        products = timed(lambda: required_products(inputs[0], inputs[1], inputs[2], grad[0]))
     print("largest difference from sdpa's gradients:", max(float((a[0] - b).abs().max()) for a, b in zip(reference, mine)))
     print(f"N = {n}, one layer, one token: sdpa backward {sdpa:.3f} s; block-wise backward {causal_keys:.3f} s; "
           f"with dA over every key (GLIMPSE's) {every_key:.3f} s")
+    print(f"sdpa forward + backward {sdpa_both:.3f} s; GLIMPSE's two products alone (Q K^T causal, dO V^T every key) "
+          f"{products:.3f} s = {products / sdpa_both:.2f}x")
 
 
 if __name__ == "__main__":
