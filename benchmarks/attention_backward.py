@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,15 @@ def timed(work, runs: int = 5) -> float:
     return statistics.median(times)
 
 
+def row_blocks(n: int) -> Iterator[slice]:
+    for first in range(0, n, BLOCK_ROWS):
+        yield slice(first, min(first + BLOCK_ROWS, n))
+
+
 def blockwise_backward(q, k, v, out, grad, lse, scale: float, every_key: bool):
     """dQ, dK, dV of softmax(Q K^T * scale, causal) V for the output gradient `grad`, a block of rows at a time."""
-    n = q.shape[1]
     dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    for first in range(0, n, BLOCK_ROWS):
-        rows = slice(first, min(first + BLOCK_ROWS, n))
+    for rows in row_blocks(q.shape[1]):
         reach = rows.stop
         scores = torch.matmul(q[:, rows], k[:, :reach].transpose(1, 2)) * scale
         later = torch.arange(rows.start, reach)[None] > torch.arange(rows.start, rows.stop)[:, None]
@@ -56,9 +60,7 @@ def blockwise_backward(q, k, v, out, grad, lse, scale: float, every_key: bool):
 
 def required_products(q, k, v, grad) -> None:
     """Q K^T over the causal keys and dO V^T over every key, a block of rows at a time, nothing else."""
-    n = q.shape[1]
-    for first in range(0, n, BLOCK_ROWS):
-        rows = slice(first, min(first + BLOCK_ROWS, n))
+    for rows in row_blocks(q.shape[1]):
         torch.matmul(q[:, rows], k[:, : rows.stop].transpose(1, 2))
         torch.matmul(grad[:, rows], v.transpose(1, 2))
 
