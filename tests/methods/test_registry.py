@@ -176,3 +176,7 @@ def test_a_boolean_option_refuses_other_text_and_numbers_must_be_finite():
             get_method("glimpse", **parse_options([text]))
     with pytest.raises(glimpse.OptionError, match="must be a finite number, got nan"):
         get_method("glimpse", head_lambda=float("nan"))
+    # Only JSON's numbers and the non-finite spellings are numbers: Python's other float texts stay text.
+    assert parse_options(["head_lambda=1_0"]) == {"head_lambda": "1_0"}
+    with pytest.raises(glimpse.OptionError, match="must be float, got '1_0'"):
+        get_method("glimpse", **parse_options(["head_lambda=1_0"]))

@@ -101,10 +101,10 @@ def _option_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
-    try:
-        return float(text)
-    except ValueError:
-        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    word = text.strip().lower()
+    if word.lstrip("+-") in ("nan", "inf", "infinity"):
+        return float(word)
+    return {"true": True, "false": False}.get(word, text)
 
 
 def parse_variant(entry: str) -> tuple[str, dict[str, Any]]:
